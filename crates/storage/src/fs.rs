@@ -1,0 +1,415 @@
+//! A store in a directory of a local filesystem.
+//!
+//! Objects are files at their key below the root. Every visible file got
+//! there by a rename (or a hard link, for create-once) of a fully written
+//! temporary file in the same directory, so a crash leaves the old object or
+//! the new one, never part of one. Temporary and staged files live under
+//! names starting with `.`, which no key can have.
+
+use crate::{check_id, check_key, Backend, ByteStream, Entry, Result, StageWriter, StorageError};
+use bytes::{Bytes, BytesMut};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use tokio::sync::mpsc;
+use tokio::task::{spawn_blocking, JoinHandle};
+
+/// Objects up to this size are read in one go; larger ones are streamed.
+const SMALL_READ: u64 = 256 * 1024;
+/// Size of each chunk of a streamed read.
+const READ_CHUNK: usize = 512 * 1024;
+/// Chunks a reader or writer may hold in flight.
+const QUEUE_DEPTH: usize = 4;
+
+/// A filesystem store.
+#[derive(Debug, Clone)]
+pub struct FsBackend {
+    root: PathBuf,
+    /// fsync the data of staged uploads before they become visible
+    /// (`storage.commit`). Small objects are always fsynced.
+    sync_data: bool,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match spawn_blocking(f).await {
+        Ok(r) => r.map_err(StorageError::Io),
+        Err(e) => Err(StorageError::Io(io::Error::other(e))),
+    }
+}
+
+fn not_found_to_none<T>(r: io::Result<T>) -> io::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn temp_name(dir: &Path) -> PathBuf {
+    dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Writes `data` to a fresh temporary file next to `path` and returns it.
+fn write_temp(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("key has no parent"))?;
+    fs::create_dir_all(dir)?;
+    let tmp = temp_name(dir);
+    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let res = f.write_all(data).and_then(|_| f.sync_all());
+    if let Err(e) = res {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+impl FsBackend {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>, sync_data: bool) -> Result<FsBackend> {
+        let root = root.into();
+        fs::create_dir_all(root.join(".uploads"))?;
+        Ok(FsBackend { root, sync_data })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key, false)?;
+        Ok(self.root.join(key))
+    }
+
+    fn stage_path(&self, id: &str) -> Result<PathBuf> {
+        check_id(id)?;
+        Ok(self.root.join(".uploads").join(id))
+    }
+}
+
+/// Streams a file region through a blocking thread.
+fn stream_file(mut file: File, start: u64, end: u64) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(QUEUE_DEPTH);
+    spawn_blocking(move || {
+        if let Err(e) = file.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = end - start;
+        while left > 0 {
+            let want = left.min(READ_CHUNK as u64) as usize;
+            let mut buf = BytesMut::zeroed(want);
+            match file.read(&mut buf) {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "object shrank",
+                    )));
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return; // the reader went away
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+struct FsStageWriter {
+    tx: Option<mpsc::Sender<Bytes>>,
+    task: JoinHandle<io::Result<u64>>,
+}
+
+#[async_trait::async_trait]
+impl StageWriter for FsStageWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("writer closed"))?;
+        if tx.send(data).await.is_err() {
+            // The thread stopped on an error; `finish` reports it.
+            self.tx = None;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64> {
+        self.tx = None;
+        match (&mut self.task).await {
+            Ok(r) => r.map_err(StorageError::Io),
+            Err(e) => Err(StorageError::Io(io::Error::other(e))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for FsBackend {
+    async fn stat(&self, key: &str) -> Result<Option<u64>> {
+        let path = self.path(key)?;
+        let meta = not_found_to_none(tokio::fs::metadata(&path).await)?;
+        Ok(meta.filter(|m| m.is_file()).map(|m| m.len()))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let path = self.path(key)?;
+        Ok(not_found_to_none(tokio::fs::read(&path).await)?.map(Bytes::from))
+    }
+
+    async fn read(&self, key: &str, start: u64, end: Option<u64>) -> Result<ByteStream> {
+        let path = self.path(key)?;
+        let (file, size) = blocking(move || {
+            let f = File::open(&path)?;
+            let len = f.metadata()?.len();
+            Ok((f, len))
+        })
+        .await
+        .map_err(|e| match e {
+            StorageError::Io(io) if io.kind() == io::ErrorKind::NotFound => StorageError::NotFound,
+            e => e,
+        })?;
+        let end = end.unwrap_or(size).min(size);
+        let start = start.min(end);
+        if end - start <= SMALL_READ {
+            let mut file = file;
+            let data = blocking(move || {
+                file.seek(SeekFrom::Start(start))?;
+                let mut buf = vec![0; (end - start) as usize];
+                file.read_exact(&mut buf)?;
+                Ok(Bytes::from(buf))
+            })
+            .await?;
+            return Ok(Box::pin(futures_util::stream::iter([Ok(data)])));
+        }
+        Ok(stream_file(file, start, end))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key)?;
+        blocking(move || {
+            let tmp = write_temp(&path, &data)?;
+            if let Err(e) = fs::rename(&tmp, &path) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            sync_dir(path.parent().unwrap_or(Path::new(".")))
+        })
+        .await
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        let path = self.path(key)?;
+        blocking(move || {
+            if path.exists() {
+                return Ok(false);
+            }
+            let tmp = write_temp(&path, &data)?;
+            // A hard link fails if the name exists: create-once without a race.
+            let res = fs::hard_link(&tmp, &path);
+            let _ = fs::remove_file(&tmp);
+            match res {
+                Ok(()) => {
+                    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        let path = self.path(key)?;
+        blocking(move || {
+            let existed = not_found_to_none(fs::remove_file(&path))?.is_some();
+            if existed {
+                sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            }
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let path = self.path(prefix)?;
+        blocking(move || not_found_to_none(fs::remove_dir_all(&path)).map(|_| ())).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
+        check_key(prefix, true)?;
+        let dir = self.root.join(prefix);
+        blocking(move || {
+            let Some(rd) = not_found_to_none(fs::read_dir(&dir))? else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for ent in rd {
+                let ent = ent?;
+                let Ok(name) = ent.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                out.push(Entry {
+                    name,
+                    is_dir: ent.file_type()?.is_dir(),
+                });
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>> {
+        let path = self.stage_path(id)?;
+        let mut file = blocking(move || {
+            if offset == 0 {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+            } else {
+                OpenOptions::new().append(true).open(&path)
+            }
+        })
+        .await?;
+        if offset > 0 {
+            let f2 = file.try_clone()?;
+            let actual = blocking(move || f2.metadata().map(|m| m.len())).await?;
+            if actual != offset {
+                return Err(StorageError::Offset {
+                    expected: offset,
+                    actual,
+                });
+            }
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+        let task = spawn_blocking(move || {
+            let mut size = offset;
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                size += chunk.len() as u64;
+            }
+            Ok(size)
+        });
+        Ok(Box::new(FsStageWriter { tx: Some(tx), task }))
+    }
+
+    async fn stage_size(&self, id: &str) -> Result<Option<u64>> {
+        let path = self.stage_path(id)?;
+        Ok(not_found_to_none(tokio::fs::metadata(&path).await)?.map(|m| m.len()))
+    }
+
+    async fn stage_read(&self, id: &str) -> Result<ByteStream> {
+        let path = self.stage_path(id)?;
+        let (file, size) = blocking(move || {
+            let f = File::open(&path)?;
+            let len = f.metadata()?.len();
+            Ok((f, len))
+        })
+        .await?;
+        Ok(stream_file(file, 0, size))
+    }
+
+    async fn stage_commit(&self, id: &str, key: &str) -> Result<()> {
+        let src = self.stage_path(id)?;
+        let dst = self.path(key)?;
+        let sync_data = self.sync_data;
+        blocking(move || {
+            if sync_data {
+                File::open(&src)?.sync_all()?;
+            }
+            let dir = dst
+                .parent()
+                .ok_or_else(|| io::Error::other("key has no parent"))?;
+            fs::create_dir_all(dir)?;
+            fs::rename(&src, &dst)?;
+            if sync_data {
+                sync_dir(dir)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            StorageError::Io(io) if io.kind() == io::ErrorKind::NotFound => StorageError::NotFound,
+            e => e,
+        })
+    }
+
+    async fn stage_delete(&self, id: &str) -> Result<()> {
+        let path = self.stage_path(id)?;
+        blocking(move || not_found_to_none(fs::remove_file(&path)).map(|_| ())).await
+    }
+
+    async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>> {
+        let dir = self.root.join(".uploads");
+        blocking(move || {
+            let mut out = Vec::new();
+            for ent in fs::read_dir(&dir)? {
+                let ent = ent?;
+                let Ok(name) = ent.file_name().into_string() else {
+                    continue;
+                };
+                if check_id(&name).is_ok() {
+                    out.push((name, ent.metadata()?.modified()?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBackend::open(dir.path(), true).unwrap();
+        crate::suite::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn no_temporary_file_is_left_or_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBackend::open(dir.path(), false).unwrap();
+        store.put("a/b", Bytes::from_static(b"x")).await.unwrap();
+        store.put("a/b", Bytes::from_static(b"y")).await.unwrap();
+        assert!(!store
+            .put_if_absent("a/b", Bytes::from_static(b"z"))
+            .await
+            .unwrap());
+        let names: Vec<_> = fs::read_dir(dir.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["b"]);
+        assert_eq!(store.get("a/b").await.unwrap().unwrap(), "y");
+    }
+}

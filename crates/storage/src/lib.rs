@@ -1,0 +1,129 @@
+//! Berth's object store: keys to bytes, nothing about OCI.
+//!
+//! Layout:
+//! - [`Backend`]: the trait every store implements (about ten path-level
+//!   methods). Keys are `/`-separated relative paths made only by the core
+//!   crate from validated names; a backend still refuses anything with an
+//!   empty component or one starting with `.` (so no `..`, and room for a
+//!   backend's own hidden files).
+//! - [`fs::FsBackend`]: a directory on a local filesystem; atomic renames,
+//!   fsync of data and directories when asked to be durable.
+//! - [`mem::MemBackend`]: an in-memory store for tests.
+//! - [`suite`]: the behaviour every backend must show, run against each.
+//!
+//! Two kinds of objects exist. Plain objects are written whole with
+//! [`Backend::put`] (small: tags, links, manifests). Large content is staged:
+//! appended to an upload by id with [`Backend::stage_writer`] and moved into
+//! its final key with [`Backend::stage_commit`], which is atomic: a reader
+//! sees the whole object or nothing.
+
+pub mod fs;
+pub mod mem;
+pub mod suite;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+/// A stream of object bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// What can go wrong in a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object not found")]
+    NotFound,
+    #[error("invalid key {0:?}")]
+    InvalidKey(String),
+    #[error("staged upload is {actual} bytes, not {expected}")]
+    Offset { expected: u64, actual: u64 },
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// An entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub name: String,
+    /// Whether deeper keys exist under `prefix/name/`.
+    pub is_dir: bool,
+}
+
+/// Appends to a staged upload. Dropping it without `finish` leaves what was
+/// already written in place (the upload can be resumed).
+#[async_trait::async_trait]
+pub trait StageWriter: Send {
+    /// Queues bytes to be written. May wait when the writer is behind.
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Waits until everything queued is written; returns the staged size.
+    async fn finish(self: Box<Self>) -> Result<u64>;
+}
+
+/// A store of objects by key.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Size of an object, `None` if absent.
+    async fn stat(&self, key: &str) -> Result<Option<u64>>;
+    /// A whole (small) object, `None` if absent.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    /// Bytes `start..end` of an object (`end` = its size when `None`).
+    async fn read(&self, key: &str, start: u64, end: Option<u64>) -> Result<ByteStream>;
+    /// Creates or replaces an object atomically and durably.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    /// Creates an object if absent; returns whether it was created.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
+    /// Removes an object; returns whether it existed.
+    async fn delete(&self, key: &str) -> Result<bool>;
+    /// Removes every object under a prefix.
+    async fn delete_prefix(&self, prefix: &str) -> Result<()>;
+    /// The entries directly under a prefix (`""` for the root), sorted by name.
+    async fn list(&self, prefix: &str) -> Result<Vec<Entry>>;
+
+    /// Opens a staged upload for appending at `offset`: 0 creates it, any
+    /// other value must equal its current size.
+    async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>>;
+    /// Size of a staged upload, `None` if absent.
+    async fn stage_size(&self, id: &str) -> Result<Option<u64>>;
+    /// Reads a staged upload from the start (to rebuild a hash after restart).
+    async fn stage_read(&self, id: &str) -> Result<ByteStream>;
+    /// Moves a staged upload into `key`, atomically and durably.
+    async fn stage_commit(&self, id: &str, key: &str) -> Result<()>;
+    /// Removes a staged upload, if present.
+    async fn stage_delete(&self, id: &str) -> Result<()>;
+    /// Staged uploads with their last modification time.
+    async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>>;
+}
+
+/// Checks a key (or prefix, which may be empty) before it touches a store.
+pub fn check_key(key: &str, allow_empty: bool) -> Result<()> {
+    if key.is_empty() {
+        return if allow_empty {
+            Ok(())
+        } else {
+            Err(StorageError::InvalidKey(key.into()))
+        };
+    }
+    let bad = key
+        .split('/')
+        .any(|c| c.is_empty() || c.starts_with('.') || c.contains(['\\', '\0']));
+    if bad {
+        Err(StorageError::InvalidKey(key.into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks a staged upload id.
+pub fn check_id(id: &str) -> Result<()> {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey(id.into()))
+    }
+}

@@ -1,0 +1,150 @@
+//! The behaviour every [`Backend`] must show. Each backend's tests call
+//! [`run`]; a new backend is done when it passes.
+
+use crate::{Backend, Entry, StorageError};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+
+async fn read_all(store: &dyn Backend, key: &str, start: u64, end: Option<u64>) -> Vec<u8> {
+    let chunks: Vec<Bytes> = store
+        .read(key, start, end)
+        .await
+        .expect("read")
+        .try_collect()
+        .await
+        .expect("stream");
+    chunks.concat()
+}
+
+fn entry(name: &str, is_dir: bool) -> Entry {
+    Entry {
+        name: name.into(),
+        is_dir,
+    }
+}
+
+/// Runs the whole suite against an empty store. Panics on the first failure.
+pub async fn run(store: &dyn Backend) {
+    // Plain objects.
+    assert_eq!(store.stat("a/b").await.unwrap(), None);
+    assert_eq!(store.get("a/b").await.unwrap(), None);
+    assert!(matches!(
+        store.read("a/b", 0, None).await,
+        Err(StorageError::NotFound)
+    ));
+    store
+        .put("a/b", Bytes::from_static(b"hello"))
+        .await
+        .unwrap();
+    assert_eq!(store.stat("a/b").await.unwrap(), Some(5));
+    assert_eq!(store.get("a/b").await.unwrap().unwrap(), "hello");
+    store.put("a/b", Bytes::from_static(b"bye")).await.unwrap();
+    assert_eq!(store.get("a/b").await.unwrap().unwrap(), "bye");
+    assert!(!store
+        .put_if_absent("a/b", Bytes::from_static(b"no"))
+        .await
+        .unwrap());
+    assert!(store.put_if_absent("a/c/d", Bytes::new()).await.unwrap());
+    assert_eq!(store.get("a/b").await.unwrap().unwrap(), "bye");
+
+    // Listing: direct children only, sorted, directories marked.
+    store.put("a/a", Bytes::new()).await.unwrap();
+    assert_eq!(
+        store.list("a").await.unwrap(),
+        vec![entry("a", false), entry("b", false), entry("c", true)]
+    );
+    assert_eq!(store.list("").await.unwrap(), vec![entry("a", true)]);
+    assert_eq!(store.list("nothing/here").await.unwrap(), vec![]);
+
+    // Ranged reads, small and large.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    store.put("big", Bytes::from(big.clone())).await.unwrap();
+    assert_eq!(read_all(store, "big", 0, None).await, big);
+    assert_eq!(read_all(store, "big", 10, Some(20)).await, &big[10..20]);
+    assert_eq!(
+        read_all(store, "big", 1_000_000, Some(2_900_000)).await,
+        &big[1_000_000..2_900_000]
+    );
+    assert_eq!(
+        read_all(store, "big", 2_999_990, Some(9_999_999)).await,
+        &big[2_999_990..]
+    );
+
+    // Deletion.
+    assert!(store.delete("a/a").await.unwrap());
+    assert!(!store.delete("a/a").await.unwrap());
+    store.delete_prefix("a").await.unwrap();
+    assert_eq!(store.get("a/b").await.unwrap(), None);
+    assert_eq!(store.get("a/c/d").await.unwrap(), None);
+
+    // Keys that could escape are refused.
+    for bad in [
+        "",
+        "/a",
+        "a/",
+        "a//b",
+        "../x",
+        "a/../b",
+        "a/./b",
+        ".uploads/x",
+        "a/.tmp-1",
+    ] {
+        assert!(
+            matches!(
+                store.put(bad, Bytes::new()).await,
+                Err(StorageError::InvalidKey(_))
+            ),
+            "{bad}"
+        );
+        assert!(
+            matches!(store.get(bad).await, Err(StorageError::InvalidKey(_))),
+            "{bad}"
+        );
+    }
+
+    // Staged uploads: append, resume at the right offset only, commit.
+    assert_eq!(store.stage_size("u1").await.unwrap(), None);
+    let mut w = store.stage_writer("u1", 0).await.unwrap();
+    w.write(Bytes::from_static(b"abc")).await.unwrap();
+    w.write(Bytes::from_static(b"def")).await.unwrap();
+    assert_eq!(w.finish().await.unwrap(), 6);
+    assert_eq!(store.stage_size("u1").await.unwrap(), Some(6));
+    assert!(matches!(
+        store.stage_writer("u1", 4).await,
+        Err(StorageError::Offset {
+            expected: 4,
+            actual: 6
+        })
+    ));
+    let mut w = store.stage_writer("u1", 6).await.unwrap();
+    w.write(Bytes::from_static(b"gh")).await.unwrap();
+    assert_eq!(w.finish().await.unwrap(), 8);
+    let staged: Vec<Bytes> = store
+        .stage_read("u1")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(staged.concat(), b"abcdefgh");
+    assert_eq!(store.stage_list().await.unwrap().len(), 1);
+    store.stage_commit("u1", "blobs/x").await.unwrap();
+    assert_eq!(store.get("blobs/x").await.unwrap().unwrap(), "abcdefgh");
+    assert_eq!(store.stage_size("u1").await.unwrap(), None);
+    assert!(store.stage_list().await.unwrap().is_empty());
+    assert!(matches!(
+        store.stage_commit("u1", "blobs/y").await,
+        Err(StorageError::NotFound)
+    ));
+
+    // A discarded upload is gone; bad ids are refused.
+    let w = store.stage_writer("u2", 0).await.unwrap();
+    w.finish().await.unwrap();
+    store.stage_delete("u2").await.unwrap();
+    store.stage_delete("u2").await.unwrap();
+    assert_eq!(store.stage_size("u2").await.unwrap(), None);
+    assert!(matches!(
+        store.stage_size("../x").await,
+        Err(StorageError::InvalidKey(_))
+    ));
+}
