@@ -1,1 +1,118 @@
-//! stub
+//! The registry: what the OCI distribution API does, over a storage backend.
+//!
+//! Layout:
+//! - [`keys`]: where each thing lives in the object store (the only module
+//!   that builds storage keys).
+//! - [`uploads`]: blob upload sessions: streaming, hashing, resuming,
+//!   committing, mounting, expiring.
+//! - [`blobs`]: reading and unlinking blobs of a repository.
+//! - [`manifests`]: validating, storing, resolving and deleting manifests and
+//!   tags, and the referrers index kept beside them.
+//! - [`listing`]: tag lists and the catalog, with `n`/`last` pagination.
+//!
+//! This crate knows nothing of HTTP: it takes validated names and digests
+//! from `berth-oci`, byte streams for bodies, and answers with data or a
+//! [`CoreError`]. It never checks permissions; the server authorizes each
+//! request once before calling in.
+//!
+//! Architecture invariant: every write a client can observe (a blob linked
+//! into a repository, a manifest, a tag) is durable in storage before the
+//! call returns, and content becomes visible only after its digest matched.
+
+pub mod blobs;
+pub mod keys;
+pub mod listing;
+pub mod manifests;
+pub mod uploads;
+
+use berth_oci::Digest;
+use berth_storage::{Backend, StorageError};
+use std::sync::Arc;
+
+pub use berth_storage::ByteStream;
+
+/// What a registry operation can fail with. The server maps each variant to
+/// an OCI error code and status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("blob unknown to the repository")]
+    BlobUnknown,
+    #[error("upload session unknown")]
+    UploadUnknown,
+    #[error("upload invalid: {0}")]
+    UploadInvalid(String),
+    /// A chunk that does not start where the upload ends (416). Carries the
+    /// number of bytes the upload holds.
+    #[error("chunk does not continue the upload, which holds {size} bytes")]
+    ChunkOutOfOrder { size: u64 },
+    #[error("digest mismatch: computed {computed}, declared {declared}")]
+    DigestMismatch { declared: Digest, computed: Digest },
+    #[error("digest invalid: {0}")]
+    DigestInvalid(String),
+    #[error("digest algorithm unsupported: {0}")]
+    Unsupported(String),
+    #[error("size invalid: {0}")]
+    SizeInvalid(String),
+    #[error("manifest unknown")]
+    ManifestUnknown,
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest references {0}, which is not in the repository")]
+    ManifestBlobUnknown(Digest),
+    #[error("manifest larger than {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    #[error("repository unknown")]
+    NameUnknown,
+    /// The client's request body failed while it was being read.
+    #[error("request body: {0}")]
+    Body(std::io::Error),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub type Result<T> = std::result::Result<T, CoreError>;
+
+/// Tunables of the registry core.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_size: usize,
+    /// Upload sessions untouched for this long are removed by `expire_uploads`.
+    pub upload_ttl: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_manifest_size: 4 * 1024 * 1024,
+            upload_ttl: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The registry. Cheap to clone; all state is in the store and in the
+/// table of live upload sessions.
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Backend>,
+    options: Arc<Options>,
+    sessions: Arc<uploads::Sessions>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Backend>, options: Options) -> Registry {
+        Registry {
+            store,
+            options: Arc::new(options),
+            sessions: Arc::default(),
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub fn store(&self) -> &Arc<dyn Backend> {
+        &self.store
+    }
+}

@@ -1,1 +1,17 @@
+//! Berth's HTTP edge and binary: the only crate that knows HTTP.
+//!
+//! Layout:
+//! - [`config`]: zot's `config.json` read unchanged, checked, resolved.
+//! - [`app`]: shared state, the router, the single authorization point.
+//! - [`v2`]: the `/v2` dispatcher and its thin handlers.
+//! - [`error`]: the one mapping from errors to status, headers and the OCI
+//!   JSON error body.
+//! - [`serve`]: listener, TLS, HTTP/1.1 and HTTP/2, graceful shutdown.
+//! - [`logging`]: structured logs.
 
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod serve;
+pub mod v2;

@@ -1,0 +1,66 @@
+//! Where things live in the object store. No other module builds a key.
+//!
+//! ```text
+//! blobs/<alg>/<hex[0..2]>/<hex>                  content, shared by all repositories
+//! repositories/<name>/_layers/<alg>/<hex>        blob belongs to the repository (empty)
+//! repositories/<name>/_manifests/<alg>/<hex>     manifest belongs to it (holds its media type)
+//! repositories/<name>/_tags/<tag>                tag (holds the manifest digest)
+//! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>
+//!                                                referrer of a subject (holds its descriptor)
+//! uploads/<id>                                   upload session (holds its repository)
+//! ```
+//! Repository name components never start with `_`, so the `_` directories
+//! cannot collide with nested repository names.
+
+use berth_oci::{Digest, RepoName, Tag};
+
+pub const REPOSITORIES: &str = "repositories";
+pub const LAYERS: &str = "_layers";
+pub const MANIFESTS: &str = "_manifests";
+pub const TAGS: &str = "_tags";
+pub const REFERRERS: &str = "_referrers";
+
+pub fn blob(d: &Digest) -> String {
+    format!("blobs/{}/{}/{}", d.algorithm().as_str(), &d.hex()[..2], d.hex())
+}
+
+pub fn repo(r: &RepoName) -> String {
+    format!("{REPOSITORIES}/{r}")
+}
+
+pub fn layer_link(r: &RepoName, d: &Digest) -> String {
+    format!("{REPOSITORIES}/{r}/{LAYERS}/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+pub fn manifest_link(r: &RepoName, d: &Digest) -> String {
+    format!("{REPOSITORIES}/{r}/{MANIFESTS}/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+pub fn tags(r: &RepoName) -> String {
+    format!("{REPOSITORIES}/{r}/{TAGS}")
+}
+
+pub fn tag(r: &RepoName, t: &Tag) -> String {
+    format!("{REPOSITORIES}/{r}/{TAGS}/{t}")
+}
+
+pub fn referrers(r: &RepoName, subject: &Digest) -> String {
+    format!(
+        "{REPOSITORIES}/{r}/{REFERRERS}/{}/{}",
+        subject.algorithm().as_str(),
+        subject.hex()
+    )
+}
+
+pub fn referrer(r: &RepoName, subject: &Digest, referrer: &Digest) -> String {
+    format!(
+        "{}/{}-{}",
+        referrers(r, subject),
+        referrer.algorithm().as_str(),
+        referrer.hex()
+    )
+}
+
+pub fn upload(id: &str) -> String {
+    format!("uploads/{id}")
+}

@@ -1,0 +1,91 @@
+//! Tag lists and the catalog, in byte order, with `n`/`last` pagination.
+
+use crate::{keys, CoreError, Registry, Result};
+use berth_oci::RepoName;
+use berth_storage::Entry;
+
+/// One page of names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub items: Vec<String>,
+    /// More names follow the last one returned.
+    pub more: bool,
+}
+
+/// Takes the names after `last`, at most `n` of them. `names` is sorted.
+pub fn paginate(names: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
+    let start = match last {
+        Some(l) => names.partition_point(|x| x.as_str() <= l),
+        None => 0,
+    };
+    let rest = names.len() - start;
+    let take = n.unwrap_or(rest).min(rest);
+    // `n=0` asks for nothing and gets no continuation (distribution-spec).
+    let more = take > 0 && take < rest;
+    let items = names.into_iter().skip(start).take(take).collect();
+    Page { items, more }
+}
+
+impl Registry {
+    /// Tags of a repository.
+    pub async fn list_tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let tags = self.store.list(&keys::tags(repo)).await?;
+        if tags.is_empty() && !self.repo_exists(repo).await? {
+            return Err(CoreError::NameUnknown);
+        }
+        let mut names: Vec<String> = tags.into_iter().filter(|e| !e.is_dir).map(|e| e.name).collect();
+        names.sort();
+        Ok(paginate(names, n, last))
+    }
+
+    /// Whether anything was ever pushed to a repository that is still there.
+    pub async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+        Ok(is_repo(&self.store.list(&keys::repo(repo)).await?))
+    }
+
+    /// All repository names.
+    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let mut names = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(name) = pending.pop() {
+            let prefix = if name.is_empty() {
+                keys::REPOSITORIES.to_owned()
+            } else {
+                format!("{}/{name}", keys::REPOSITORIES)
+            };
+            let entries = self.store.list(&prefix).await?;
+            if !name.is_empty() && is_repo(&entries) {
+                names.push(name.clone());
+            }
+            for e in entries.iter().filter(|e| e.is_dir && !e.name.starts_with('_')) {
+                pending.push(if name.is_empty() { e.name.clone() } else { format!("{name}/{}", e.name) });
+            }
+        }
+        names.sort();
+        Ok(paginate(names, n, last))
+    }
+}
+
+fn is_repo(entries: &[Entry]) -> bool {
+    entries.iter().any(|e| e.is_dir && (e.name == keys::MANIFESTS || e.name == keys::LAYERS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(xs: &[&str]) -> Vec<String> {
+        xs.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pages() {
+        let all = v(&["a", "b", "c", "d"]);
+        assert_eq!(paginate(all.clone(), None, None), Page { items: all.clone(), more: false });
+        assert_eq!(paginate(all.clone(), Some(2), None), Page { items: v(&["a", "b"]), more: true });
+        assert_eq!(paginate(all.clone(), Some(2), Some("b")), Page { items: v(&["c", "d"]), more: false });
+        assert_eq!(paginate(all.clone(), None, Some("bb")), Page { items: v(&["c", "d"]), more: false });
+        assert_eq!(paginate(all.clone(), Some(0), None), Page { items: vec![], more: false });
+        assert_eq!(paginate(all, Some(9), Some("z")), Page { items: vec![], more: false });
+    }
+}

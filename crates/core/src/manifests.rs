@@ -1,0 +1,189 @@
+//! Manifests, tags and the referrers index.
+//!
+//! A manifest's bytes live in the shared content store under its digest,
+//! exactly as pushed. A repository holds it through a link that records the
+//! media type to serve it with; tags point at digests. When a manifest has
+//! a `subject`, a descriptor of it is written under the subject's digest, so
+//! the referrers API reads one directory instead of scanning manifests.
+
+use crate::{keys, CoreError, Registry, Result};
+use berth_oci::manifest::{self, Descriptor};
+use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use bytes::Bytes;
+
+/// A manifest as served.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+}
+
+/// What a successful manifest push tells the client.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+fn parse_digest(bytes: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+impl Registry {
+    /// Validates and stores a manifest under a tag or its digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Pushed> {
+        let limit = self.options.max_manifest_size;
+        if body.len() > limit {
+            return Err(CoreError::ManifestTooLarge { limit });
+        }
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = Digest::of(algorithm, &body);
+        if let Reference::Digest(declared) = reference {
+            if *declared != digest {
+                return Err(CoreError::DigestMismatch { declared: declared.clone(), computed: digest });
+            }
+        }
+        let m = manifest::parse(&body, content_type).map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
+        for d in m.blobs.iter().filter(|d| d.must_exist()) {
+            if self.store.stat(&keys::layer_link(repo, &d.digest)).await?.is_none() {
+                return Err(CoreError::ManifestBlobUnknown(d.digest.clone()));
+            }
+        }
+        for d in &m.manifests {
+            if self.store.stat(&keys::manifest_link(repo, &d.digest)).await?.is_none() {
+                return Err(CoreError::ManifestBlobUnknown(d.digest.clone()));
+            }
+        }
+
+        // Content first, then the links that make it visible, the tag last:
+        // a crash in between leaves unreferenced content, never a dangling tag.
+        let size = body.len() as u64;
+        self.store.put_if_absent(&keys::blob(&digest), body).await?;
+        let media_type = Bytes::from(m.media_type.clone());
+        self.store.put_if_absent(&keys::manifest_link(repo, &digest), media_type).await?;
+        let subject = m.subject.as_ref().map(|s| s.digest.clone());
+        if let Some(subject) = &subject {
+            let descriptor = Descriptor {
+                media_type: m.media_type.clone(),
+                digest: digest.clone(),
+                size,
+                artifact_type: m.artifact_type.clone(),
+                annotations: m.annotations.clone(),
+                urls: None,
+                platform: None,
+            };
+            let json = serde_json::to_vec(&descriptor).map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
+            self.store.put_if_absent(&keys::referrer(repo, subject, &digest), Bytes::from(json)).await?;
+        }
+        if let Reference::Tag(tag) = reference {
+            let key = keys::tag(repo, tag);
+            let current = self.store.get(&key).await?;
+            if current.as_deref().and_then(parse_digest).as_ref() != Some(&digest) {
+                self.store.put(&key, Bytes::from(digest.to_string())).await?;
+            }
+        }
+        Ok(Pushed { digest, subject })
+    }
+
+    /// The digest a tag points at, if the tag exists.
+    pub async fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        Ok(self.store.get(&keys::tag(repo, tag)).await?.as_deref().and_then(parse_digest))
+    }
+
+    /// Resolves a reference to a digest and the media type to serve.
+    pub async fn resolve_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<(Digest, String)> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => self.tag_target(repo, t).await?.ok_or(CoreError::ManifestUnknown)?,
+        };
+        let media_type = self
+            .store
+            .get(&keys::manifest_link(repo, &digest))
+            .await?
+            .ok_or(CoreError::ManifestUnknown)?;
+        let media_type = String::from_utf8_lossy(&media_type).into_owned();
+        Ok((digest, media_type))
+    }
+
+    /// A manifest with its bytes.
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+        let (digest, media_type) = self.resolve_manifest(repo, reference).await?;
+        let body = self.store.get(&keys::blob(&digest)).await?.ok_or(CoreError::ManifestUnknown)?;
+        Ok(StoredManifest { digest, media_type, body })
+    }
+
+    /// Size of a manifest, for HEAD.
+    pub async fn manifest_size(&self, digest: &Digest) -> Result<u64> {
+        self.store.stat(&keys::blob(digest)).await?.ok_or(CoreError::ManifestUnknown)
+    }
+
+    /// Deletes a tag, or a manifest with every tag pointing at it.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let digest = match reference {
+            Reference::Tag(t) => {
+                return if self.store.delete(&keys::tag(repo, t)).await? {
+                    Ok(())
+                } else {
+                    Err(CoreError::ManifestUnknown)
+                };
+            }
+            Reference::Digest(d) => d,
+        };
+        let link = keys::manifest_link(repo, digest);
+        if self.store.stat(&link).await?.is_none() {
+            return Err(CoreError::ManifestUnknown);
+        }
+        // Tags first: once the link goes, nothing may point at it.
+        for entry in self.store.list(&keys::tags(repo)).await? {
+            let Some(tag) = Tag::parse(&entry.name) else { continue };
+            if self.tag_target(repo, &tag).await?.as_ref() == Some(digest) {
+                self.store.delete(&keys::tag(repo, &tag)).await?;
+            }
+        }
+        if let Some(body) = self.store.get(&keys::blob(digest)).await? {
+            if let Ok(m) = manifest::parse(&body, None) {
+                if let Some(subject) = m.subject {
+                    self.store.delete(&keys::referrer(repo, &subject.digest, digest)).await?;
+                }
+            }
+        }
+        self.store.delete(&link).await?;
+        Ok(())
+    }
+
+    /// The manifests of `repo` whose subject is `subject`, optionally only
+    /// those of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
+        let dir = keys::referrers(repo, subject);
+        let mut out = Vec::new();
+        for entry in self.store.list(&dir).await? {
+            let Some(json) = self.store.get(&format!("{dir}/{}", entry.name)).await? else { continue };
+            let Ok(d) = serde_json::from_slice::<Descriptor>(&json) else {
+                tracing::warn!(repo = %repo, entry = %entry.name, "unreadable referrer entry skipped");
+                continue;
+            };
+            if artifact_type.is_some_and(|t| d.artifact_type.as_deref() != Some(t)) {
+                continue;
+            }
+            if self.store.stat(&keys::manifest_link(repo, &d.digest)).await?.is_some() {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+}

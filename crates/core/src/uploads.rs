@@ -1,0 +1,325 @@
+//! Blob upload sessions.
+//!
+//! A session is a staged object in the store plus a small record naming its
+//! repository, so it survives a restart. While a process serves a session it
+//! keeps the running sha256 of the bytes received; after a restart (or when
+//! the client declares a digest of another algorithm) the staged bytes are
+//! hashed again from storage. A blob becomes visible only by the backend's
+//! atomic commit, after its digest matched.
+
+use crate::{keys, CoreError, Registry, Result};
+use berth_oci::{Algorithm, Digest, Hasher, RepoName};
+use berth_storage::{ByteStream, StageWriter, StorageError};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Bytes gathered before one write to the backend.
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// The persisted part of a session.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    repo: String,
+}
+
+struct Session {
+    repo: RepoName,
+    /// Bytes staged so far.
+    size: u64,
+    /// Running hash of those bytes, if this process saw all of them.
+    hasher: Option<Hasher>,
+}
+
+/// Live sessions of this process, each behind its own lock so that two
+/// requests on one upload are serialized and different uploads never wait
+/// for each other.
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+}
+
+impl Sessions {
+    fn get(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn insert(&self, id: &str, s: Session) -> Arc<tokio::sync::Mutex<Session>> {
+        let s = Arc::new(tokio::sync::Mutex::new(s));
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_owned())
+            .or_insert(s)
+            .clone()
+    }
+
+    fn remove(&self, id: &str) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadState {
+    pub id: String,
+    /// Bytes received so far.
+    pub size: u64,
+}
+
+/// Outcome of a mount request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// The blob is now in the repository.
+    Mounted,
+    /// It could not be mounted; a fresh session was opened instead.
+    Started(UploadState),
+}
+
+/// A chunk's declared place in the upload (inclusive byte offsets).
+pub type ChunkRange = (u64, u64);
+
+impl Registry {
+    /// Opens a new, empty upload session for `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = serde_json::to_vec(&Record { repo: repo.to_string() }).map_err(std::io::Error::other).map_err(StorageError::Io)?;
+        self.store.put(&keys::upload(&id), Bytes::from(record)).await?;
+        self.store.stage_writer(&id, 0).await?.finish().await?;
+        self.sessions.insert(&id, Session { repo: repo.clone(), size: 0, hasher: Some(Algorithm::Sha256.hasher()) });
+        Ok(UploadState { id, size: 0 })
+    }
+
+    /// Finds a session of `repo`, loading it from storage after a restart.
+    async fn session(&self, repo: &RepoName, id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+        let s = match self.sessions.get(id) {
+            Some(s) => s,
+            None => {
+                let record = self.store.get(&keys::upload(id)).await?.ok_or(CoreError::UploadUnknown)?;
+                let record: Record = serde_json::from_slice(&record).map_err(|_| CoreError::UploadUnknown)?;
+                let size = self.store.stage_size(id).await?.ok_or(CoreError::UploadUnknown)?;
+                let repo = RepoName::parse(&record.repo).ok_or(CoreError::UploadUnknown)?;
+                self.sessions.insert(id, Session { repo, size, hasher: None })
+            }
+        };
+        if s.lock().await.repo != *repo {
+            return Err(CoreError::UploadUnknown);
+        }
+        Ok(s)
+    }
+
+    /// How many bytes an upload holds.
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState> {
+        let s = self.session(repo, id).await?;
+        let size = s.lock().await.size;
+        Ok(UploadState { id: id.to_owned(), size })
+    }
+
+    /// Appends a chunk. With `range`, it must start where the upload ends.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<UploadState> {
+        let s = self.session(repo, id).await?;
+        let mut s = s.lock().await;
+        self.append_locked(id, &mut s, range, body).await?;
+        Ok(UploadState { id: id.to_owned(), size: s.size })
+    }
+
+    async fn append_locked(&self, id: &str, s: &mut Session, range: Option<ChunkRange>, body: ByteStream) -> Result<()> {
+        if let Some((start, _)) = range {
+            if start != s.size {
+                return Err(CoreError::ChunkOutOfOrder { size: s.size });
+            }
+        }
+        let writer = self.store.stage_writer(id, s.size).await?;
+        let result = pump(body, writer, s.hasher.as_mut()).await;
+        match result {
+            Ok(size) => {
+                s.size = size;
+                if let Some((start, end)) = range {
+                    if size != end + 1 {
+                        // The data is kept (the session stays consistent),
+                        // but the client said something else.
+                        return Err(CoreError::SizeInvalid(format!(
+                            "Content-Range {start}-{end} but the upload now holds {size} bytes"
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the chunk may be staged: resync from storage and
+                // forget the running hash, which may disagree with it.
+                s.hasher = None;
+                s.size = self.store.stage_size(id).await?.unwrap_or(0);
+                Err(e)
+            }
+        }
+    }
+
+    /// Completes an upload: appends a last chunk if any, checks the digest,
+    /// and makes the blob visible in `repo`.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<ChunkRange>,
+        body: Option<ByteStream>,
+    ) -> Result<()> {
+        let arc = self.session(repo, id).await?;
+        let mut s = arc.lock().await;
+        if let Some(body) = body {
+            self.append_locked(id, &mut s, range, body).await?;
+        }
+        let computed = match s.hasher.as_ref() {
+            Some(h) if h.algorithm() == digest.algorithm() => h.clone().finish(),
+            _ => self.rehash(id, digest.algorithm()).await?,
+        };
+        let result = if computed == *digest {
+            self.commit_blob(repo, id, digest).await
+        } else {
+            let _ = self.store.stage_delete(id).await;
+            Err(CoreError::DigestMismatch { declared: digest.clone(), computed })
+        };
+        self.store.delete(&keys::upload(id)).await?;
+        self.sessions.remove(id);
+        result
+    }
+
+    /// Uploads a whole blob in one request (POST with `digest`).
+    pub async fn upload_whole(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<()> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let writer = self.store.stage_writer(&id, 0).await?;
+        let mut hasher = digest.algorithm().hasher();
+        if let Err(e) = pump(body, writer, Some(&mut hasher)).await {
+            let _ = self.store.stage_delete(&id).await;
+            return Err(e);
+        }
+        let computed = hasher.finish();
+        if computed != *digest {
+            let _ = self.store.stage_delete(&id).await;
+            return Err(CoreError::DigestMismatch { declared: digest.clone(), computed });
+        }
+        self.commit_blob(repo, &id, digest).await
+    }
+
+    /// Abandons an upload.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let arc = self.session(repo, id).await?;
+        let _held = arc.lock().await;
+        self.store.stage_delete(id).await?;
+        self.store.delete(&keys::upload(id)).await?;
+        self.sessions.remove(id);
+        Ok(())
+    }
+
+    /// Mounts a blob into `repo` from `from` (or, without `from`, from any
+    /// repository of this registry); when it cannot, opens a session.
+    pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<Mount> {
+        let available = match from {
+            Some(src) => self.store.stat(&keys::layer_link(src, digest)).await?.is_some(),
+            None => true,
+        };
+        if available && self.store.stat(&keys::blob(digest)).await?.is_some() {
+            self.store.put_if_absent(&keys::layer_link(repo, digest), Bytes::new()).await?;
+            return Ok(Mount::Mounted);
+        }
+        Ok(Mount::Started(self.start_upload(repo).await?))
+    }
+
+    /// Removes sessions untouched for longer than the configured TTL.
+    /// Returns how many were removed.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for (id, modified) in self.store.stage_list().await? {
+            let age = now.duration_since(modified).unwrap_or_default();
+            if age < self.options.upload_ttl {
+                continue;
+            }
+            if let Some(s) = self.sessions.get(&id) {
+                // Busy sessions are not expired under a client's feet.
+                let Ok(_held) = s.try_lock() else { continue };
+            }
+            self.store.stage_delete(&id).await?;
+            self.store.delete(&keys::upload(&id)).await?;
+            self.sessions.remove(&id);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    async fn rehash(&self, id: &str, algorithm: Algorithm) -> Result<Digest> {
+        let mut stream = self.store.stage_read(id).await?;
+        let mut h = algorithm.hasher();
+        while let Some(chunk) = stream.next().await {
+            h.update(&chunk.map_err(StorageError::Io)?);
+        }
+        Ok(h.finish())
+    }
+
+    /// Moves verified staged content to its content address and links it.
+    async fn commit_blob(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<()> {
+        let key = keys::blob(digest);
+        if self.store.stat(&key).await?.is_some() {
+            self.store.stage_delete(id).await?;
+        } else {
+            self.store.stage_commit(id, &key).await?;
+        }
+        self.store.put_if_absent(&keys::layer_link(repo, digest), Bytes::new()).await?;
+        Ok(())
+    }
+}
+
+/// Streams a body into a stage writer in batches, hashing as it goes.
+/// Returns the staged size. The writer is always finished, so whatever was
+/// received before an error is on disk.
+async fn pump(mut body: ByteStream, mut writer: Box<dyn StageWriter>, mut hasher: Option<&mut Hasher>) -> Result<u64> {
+    let mut batch = BytesMut::new();
+    let mut failure = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                failure = Some(CoreError::Body(e));
+                break;
+            }
+        };
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&chunk);
+        }
+        if batch.is_empty() && chunk.len() >= WRITE_BATCH {
+            if let Err(e) = writer.write(chunk).await {
+                failure = Some(e.into());
+                break;
+            }
+            continue;
+        }
+        batch.extend_from_slice(&chunk);
+        if batch.len() >= WRITE_BATCH {
+            if let Err(e) = writer.write(batch.split().freeze()).await {
+                failure = Some(e.into());
+                break;
+            }
+        }
+    }
+    if failure.is_none() && !batch.is_empty() {
+        if let Err(e) = writer.write(batch.freeze()).await {
+            failure = Some(e.into());
+        }
+    }
+    let size = writer.finish().await;
+    match (failure, size) {
+        (Some(e), _) => Err(e),
+        (None, Ok(size)) => Ok(size),
+        (None, Err(e)) => Err(e.into()),
+    }
+}

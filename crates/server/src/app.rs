@@ -1,0 +1,93 @@
+//! The application state and router: `/v2` goes to the hand-written
+//! dispatcher, health probes to their handlers.
+
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::v2;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use berth_core::Registry;
+use berth_oci::{Endpoint, ErrorCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Shared by every request.
+#[derive(Clone)]
+pub struct App {
+    pub registry: Registry,
+    pub settings: Arc<Settings>,
+    /// Cleared when shutdown begins, so load balancers stop sending traffic.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl App {
+    pub fn new(registry: Registry, settings: Settings) -> App {
+        App {
+            registry,
+            settings: Arc::new(settings),
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// The one authorization decision of a request, made before any handler
+    /// runs. Until authentication lands, a configuration that asks for it
+    /// gets every registry request refused (fail closed), and one that does
+    /// not is open.
+    pub fn authorize(&self, _endpoint: &Endpoint) -> Result<(), ApiError> {
+        if self.settings.auth_configured {
+            let challenge = format!("Basic realm=\"{}\"", self.settings.realm.replace('"', ""));
+            return Err(ApiError::with_detail(
+                ErrorCode::Unauthorized,
+                "authentication is configured but not supported by this build yet",
+            )
+            .header(http::header::WWW_AUTHENTICATE, challenge));
+        }
+        Ok(())
+    }
+}
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { StatusCode::OK }))
+        .route("/startupz", get(|| async { StatusCode::OK }))
+        .route("/readyz", get(readyz))
+        .route("/v2", axum::routing::any(v2::dispatch))
+        .route("/v2/", axum::routing::any(v2::dispatch))
+        .route("/v2/{*rest}", axum::routing::any(v2::dispatch))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<App>) -> StatusCode {
+    if app.ready.load(Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// One debug line per request; errors at info so they are seen by default.
+async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    if status >= 500 {
+        tracing::error!(%method, %path, status, micros, "request failed");
+    } else if status >= 400 && status != 401 && status != 404 {
+        tracing::info!(%method, %path, status, micros, "request refused");
+    } else {
+        tracing::debug!(%method, %path, status, micros, "request");
+    }
+    resp
+}

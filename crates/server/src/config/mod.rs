@@ -1,0 +1,288 @@
+//! Configuration: zot's `config.json`, read unchanged.
+//!
+//! [`load`] reads a file, lower-cases every key (zot's loader does the same,
+//! which makes key matching case-insensitive), and deserializes it into the
+//! typed [`Config`], refusing unknown keys with their full path.
+//! [`Settings::resolve`] then checks values and turns the parts this build
+//! acts on into ready-to-use settings, listing the parts it accepts but does
+//! not act on yet so the operator is told at start-up.
+
+pub mod duration;
+pub mod types;
+
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+pub use types::Config;
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: only JSON configuration files are supported by this build")]
+    Format { path: String },
+    #[error("{path}: {key}: {message}")]
+    Key { path: String, key: String, message: String },
+}
+
+/// Lower-cases every object key, refusing two keys that differ only in case.
+fn normalize(value: Value, at: &str) -> Result<Value, (String, String)> {
+    Ok(match value {
+        Value::Object(map) => {
+            let mut out = Map::with_capacity(map.len());
+            for (k, v) in map {
+                let lower = k.to_lowercase();
+                let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let v = normalize(v, &here)?;
+                if out.insert(lower, v).is_some() {
+                    return Err((here, "key given twice (keys are case-insensitive)".into()));
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| normalize(v, &format!("{at}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        v => v,
+    })
+}
+
+/// Parses configuration text (JSON). `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let key_err = |key: String, message: String| ConfigError::Key { path: origin.to_owned(), key, message };
+    let raw: Value = serde_json::from_str(text).map_err(|e| key_err("(syntax)".into(), e.to_string()))?;
+    if raw.as_object().is_none_or(|m| m.is_empty()) {
+        return Err(key_err("(root)".into(), "configuration must be a non-empty JSON object".into()));
+    }
+    let value = normalize(raw, "").map_err(|(k, m)| key_err(k, m))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "(root)".to_owned() } else { key };
+        key_err(key, e.into_inner().to_string())
+    })
+}
+
+/// Reads and parses a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if matches!(ext.as_str(), "yaml" | "yml" | "toml" | "hcl" | "ini") {
+        return Err(ConfigError::Format { path: shown });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    parse(&text, &shown)
+}
+
+/// TLS material for the listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// What this build acts on, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub address: String,
+    pub port: u16,
+    pub root_directory: PathBuf,
+    /// fsync blob data before it becomes visible (`storage.commit`).
+    pub commit: bool,
+    pub realm: String,
+    pub tls: Option<TlsFiles>,
+    pub log_level: String,
+    pub log_output: Option<PathBuf>,
+    /// Authentication or access control is configured. Until Berth acts on
+    /// it, every registry request is refused rather than served openly.
+    pub auth_configured: bool,
+    /// Configured features this build accepts but does not act on yet.
+    pub inactive: Vec<String>,
+}
+
+const LOG_LEVELS: [&str; 8] = ["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"];
+
+impl Settings {
+    /// The embedded default: loopback, `./data`, open (it listens on
+    /// loopback only), logs at info.
+    pub fn embedded() -> Settings {
+        Settings {
+            address: "127.0.0.1".into(),
+            port: 5000,
+            root_directory: PathBuf::from("data"),
+            commit: true,
+            realm: "berth".into(),
+            tls: None,
+            log_level: "info".into(),
+            log_output: None,
+            auth_configured: false,
+            inactive: Vec::new(),
+        }
+    }
+
+    /// Checks a parsed configuration and resolves what this build uses.
+    pub fn resolve(c: &Config, origin: &str) -> Result<Settings, ConfigError> {
+        let err = |key: &str, message: String| ConfigError::Key { path: origin.to_owned(), key: key.to_owned(), message };
+        let port = match c.http.port.as_deref() {
+            None => 8080,
+            Some(p) => p.trim().parse::<u16>().map_err(|_| err("http.port", format!("invalid port {p:?}")))?,
+        };
+        let root = c
+            .storage
+            .root_directory
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| err("storage.rootDirectory", "is required".into()))?;
+        if c.storage.storage_driver.is_some() {
+            return Err(err(
+                "storage.storageDriver",
+                "remote storage drivers are not supported by this build yet; use a local rootDirectory".into(),
+            ));
+        }
+        let tls = match &c.http.tls {
+            None => None,
+            Some(t) => match (&t.cert, &t.key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.into(),
+                    key: key.into(),
+                    client_ca: t.cacert.as_ref().map(PathBuf::from),
+                }),
+                _ => return Err(err("http.tls", "both cert and key are required".into())),
+            },
+        };
+        let log_level = c.log.level.clone().unwrap_or_else(|| "debug".into()).to_ascii_lowercase();
+        if !LOG_LEVELS.contains(&log_level.as_str()) {
+            return Err(err("log.level", format!("unknown level {log_level:?}")));
+        }
+        let auth_configured = c.http.auth.is_some() || c.http.access_control.is_some();
+        Ok(Settings {
+            address: c.http.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            port,
+            root_directory: root.into(),
+            // Durable by default; zot's `commit: false` is honoured when written.
+            commit: c.storage.commit.unwrap_or(true),
+            realm: c.http.realm.clone().unwrap_or_else(|| "berth".into()),
+            tls,
+            log_level,
+            log_output: c.log.output.as_ref().map(PathBuf::from),
+            auth_configured,
+            inactive: inactive_features(c),
+        })
+    }
+}
+
+/// The configured features that this build parses but does not act on.
+pub fn inactive_features(c: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut note = |present: bool, what: &str| {
+        if present {
+            out.push(what.to_owned());
+        }
+    };
+    let s = &c.storage;
+    note(s.gc == Some(true) || s.gc_delay.is_some() || s.gc_interval.is_some(), "storage.gc (garbage collection)");
+    note(s.retention.is_some(), "storage.retention");
+    note(s.sub_paths.is_some(), "storage.subPaths");
+    note(s.cache_driver.is_some(), "storage.cacheDriver");
+    note(s.dedupe == Some(false), "storage.dedupe=false (Berth always stores one copy per digest)");
+    let h = &c.http;
+    note(h.auth.is_some(), "http.auth (every registry request is refused until authentication is supported)");
+    note(h.access_control.is_some(), "http.accessControl");
+    note(h.external_url.is_some(), "http.externalUrl");
+    note(h.ratelimit.is_some(), "http.ratelimit");
+    note(h.allow_origin.is_some(), "http.allowOrigin");
+    note(c.log.audit.is_some(), "log.audit");
+    if let Some(e) = &c.extensions {
+        note(e.sync.is_some(), "extensions.sync");
+        note(e.search.is_some(), "extensions.search");
+        note(e.metrics.is_some(), "extensions.metrics");
+        note(e.scrub.is_some(), "extensions.scrub");
+        note(e.lint.is_some(), "extensions.lint");
+        note(e.ui.is_some(), "extensions.ui");
+        note(e.trust.is_some(), "extensions.trust");
+        note(e.events.is_some(), "extensions.events");
+    }
+    note(c.cluster.is_some(), "cluster");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(e: ConfigError) -> String {
+        match e {
+            ConfigError::Key { key, .. } => key,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn case_insensitive_keys() {
+        let c = parse(
+            r#"{"DistSpecVersion":"1.1.1","STORAGE":{"RootDirectory":"/tmp/x","Commit":false},
+                "http":{"Address":"0.0.0.0","PORT":"5001"}}"#,
+            "t",
+        )
+        .unwrap();
+        let s = Settings::resolve(&c, "t").unwrap();
+        assert_eq!((s.address.as_str(), s.port), ("0.0.0.0", 5001));
+        assert_eq!(s.root_directory, PathBuf::from("/tmp/x"));
+        assert!(!s.commit);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse(r#"{"storage":{"rootDirectory":"/x"},"http":{"tls":{"cert":"a","bogus":1}}}"#, "t").unwrap_err();
+        assert_eq!(key_of(e), "http.tls.bogus");
+        let e = parse(r#"{"storage":{"rootDirectory":"/x"},"nope":1}"#, "t").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("nope"), "{msg}");
+        let e = parse(r#"{"storage":{"rootDirectory":"/x","RootDirectory":"/y"}}"#, "t").unwrap_err();
+        assert_eq!(key_of(e).to_lowercase(), "storage.rootdirectory");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let c = parse(r#"{"storage":{"rootDirectory":"/x"},"http":{"port":"http"}}"#, "t").unwrap();
+        assert_eq!(key_of(Settings::resolve(&c, "t").unwrap_err()), "http.port");
+        let e = parse(r#"{"storage":{"rootDirectory":"/x","gcDelay":"7d"}}"#, "t").unwrap_err();
+        assert_eq!(key_of(e), "storage.gcdelay");
+        let c = parse(r#"{"storage":{},"http":{}}"#, "t").unwrap();
+        assert_eq!(key_of(Settings::resolve(&c, "t").unwrap_err()), "storage.rootDirectory");
+        let c = parse(r#"{"storage":{"rootDirectory":"/x"},"log":{"level":"loud"}}"#, "t").unwrap();
+        assert_eq!(key_of(Settings::resolve(&c, "t").unwrap_err()), "log.level");
+        assert!(parse("[]", "t").is_err());
+        assert!(parse("{}", "t").is_err());
+    }
+
+    #[test]
+    fn numeric_port_and_defaults() {
+        let c = parse(r#"{"storage":{"rootDirectory":"/x"},"http":{"port":5002}}"#, "t").unwrap();
+        let s = Settings::resolve(&c, "t").unwrap();
+        assert_eq!(s.port, 5002);
+        assert!(s.commit);
+        assert!(s.inactive.is_empty());
+        assert!(!s.auth_configured);
+    }
+
+    #[test]
+    fn every_example_config_is_accepted() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") && path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("config")) {
+                let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
+                Settings::resolve(&c, "example").unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 2, "expected example configs in {}", dir.display());
+    }
+}

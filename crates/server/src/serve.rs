@@ -1,0 +1,164 @@
+//! The listener: plain TCP or rustls, HTTP/1.1 and HTTP/2, graceful shutdown.
+//!
+//! On SIGTERM or SIGINT the server stops accepting, marks itself not ready,
+//! lets in-flight requests finish (up to a bound), then returns.
+
+use crate::app::{self, App};
+use crate::config::{Settings, TlsFiles};
+use berth_core::{Options, Registry};
+use berth_storage::fs::FsBackend;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// How long in-flight requests may run after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send request headers or finish TLS.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often abandoned uploads are looked for.
+const EXPIRY_PERIOD: Duration = Duration::from_secs(600);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, BoxError> {
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| format!("http.tls.cert {}: {e}", files.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("http.tls.cert {}: {e}", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("http.tls.key {}: {e}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("http.tls.cacert {}: {e}", ca.display()))? {
+                roots.add(cert.map_err(|e| format!("http.tls.cacert {}: {e}", ca.display()))?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Builds the registry for the settings and serves until a signal arrives.
+pub async fn run(settings: Settings) -> Result<(), BoxError> {
+    for feature in &settings.inactive {
+        tracing::warn!(feature = %feature, "configured but not active in this build");
+    }
+    if settings.auth_configured {
+        tracing::error!("authentication is configured but not supported yet: every registry request will be refused");
+    }
+    let store = FsBackend::open(&settings.root_directory, settings.commit)
+        .map_err(|e| format!("storage.rootDirectory {}: {e}", settings.root_directory.display()))?;
+    let registry = Registry::new(Arc::new(store), Options::default());
+    let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
+    let listener = TcpListener::bind((settings.address.as_str(), settings.port))
+        .await
+        .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.address, settings.port))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let app = App::new(registry.clone(), settings);
+    let router = app::router(app.clone());
+
+    let expiry = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXPIRY_PERIOD);
+        loop {
+            tick.tick().await;
+            match registry.expire_uploads().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "expired abandoned uploads"),
+                Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+            }
+        }
+    });
+
+    tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "berth listening");
+    // A plain line for scripts and tests that start Berth on port 0.
+    println!("berth listening on {scheme}://{addr}");
+    let _ = std::io::stdout().flush();
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    app.ready.store(false, Ordering::Relaxed);
+    drop(listener);
+    expiry.abort();
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+    Ok(())
+}

@@ -1,0 +1,333 @@
+//! The `/v2` API: parse, authorize, call the registry, respond.
+//!
+//! Handlers are thin. Every request is parsed once into an
+//! [`Endpoint`](berth_oci::Endpoint), authorized once, and then handled by
+//! one function per operation that only translates between HTTP and
+//! `berth_core`.
+
+use crate::app::App;
+use crate::error::{upload_range, ApiError};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use berth_core::listing::Page;
+use berth_core::uploads::Mount;
+use berth_core::ByteStream;
+use berth_oci::digest::DigestError;
+use berth_oci::endpoint::{self, Method, Query};
+use berth_oci::manifest::OCI_INDEX;
+use berth_oci::range::{parse_content_range, parse_range, Resolved};
+use berth_oci::{Digest, Endpoint, ErrorCode, RepoName};
+use futures_util::TryStreamExt;
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Entry point for every request under `/v2`.
+pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let method = Method::parse(parts.method.as_str());
+    let result = match endpoint::parse(method, parts.uri.path()) {
+        Err(e) => Err(ApiError::from(e)),
+        Ok(ep) => match app.authorize(&ep) {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let query = Query::parse(parts.uri.query());
+                handle(&app, ep, &parts.headers, &query, body).await
+            }
+        },
+    };
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+async fn handle(app: &App, ep: Endpoint, headers: &HeaderMap, query: &Query, body: Body) -> Result<Response> {
+    let reg = &app.registry;
+    match ep {
+        Endpoint::Base => Ok(json_response(StatusCode::OK, "application/json", "{}".into())),
+        Endpoint::Catalog => {
+            let (n, last) = pagination(query)?;
+            let page = reg.catalog(n, last).await?;
+            let body = serde_json::json!({ "repositories": page.items });
+            let link = next_link("/v2/_catalog", n, &page);
+            Ok(with_link(json_response(StatusCode::OK, "application/json", body.to_string()), link))
+        }
+        Endpoint::ListTags { repo } => {
+            let (n, last) = pagination(query)?;
+            let page = reg.list_tags(&repo, n, last).await?;
+            let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
+            let link = next_link(&format!("/v2/{repo}/tags/list"), n, &page);
+            Ok(with_link(json_response(StatusCode::OK, "application/json", body.to_string()), link))
+        }
+        Endpoint::GetManifest { repo, reference, head } => {
+            let (digest, media_type, size, body) = if head {
+                let (digest, media_type) = reg.resolve_manifest(&repo, &reference).await?;
+                let size = reg.manifest_size(&digest).await?;
+                (digest, media_type, size, Body::empty())
+            } else {
+                let m = reg.get_manifest(&repo, &reference).await?;
+                let size = m.body.len() as u64;
+                (m.digest, m.media_type, size, Body::from(m.body))
+            };
+            let mut resp = Response::new(body);
+            let h = resp.headers_mut();
+            set(h, header::CONTENT_TYPE, &media_type);
+            set(h, header::CONTENT_LENGTH, &size.to_string());
+            set(h, CONTENT_DIGEST, digest.as_str());
+            set(h, header::ETAG, &format!("\"{digest}\""));
+            Ok(resp)
+        }
+        Endpoint::PutManifest { repo, reference } => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
+            let limit = reg.options().max_manifest_size;
+            if content_length(headers)?.is_some_and(|n| n > limit as u64) {
+                return Err(berth_core::CoreError::ManifestTooLarge { limit }.into());
+            }
+            let bytes = match Limited::new(body, limit).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) if e.is::<LengthLimitError>() => {
+                    return Err(berth_core::CoreError::ManifestTooLarge { limit }.into())
+                }
+                Err(e) => return Err(ApiError::with_detail(ErrorCode::ManifestInvalid, format!("body: {e}"))),
+            };
+            let pushed = reg.put_manifest(&repo, &reference, content_type.as_deref(), bytes).await?;
+            let mut resp = empty(StatusCode::CREATED);
+            let h = resp.headers_mut();
+            set(h, header::LOCATION, &format!("/v2/{repo}/manifests/{}", pushed.digest));
+            set(h, CONTENT_DIGEST, pushed.digest.as_str());
+            if let Some(subject) = pushed.subject {
+                set(h, OCI_SUBJECT, subject.as_str());
+            }
+            Ok(resp)
+        }
+        Endpoint::DeleteManifest { repo, reference } => {
+            reg.delete_manifest(&repo, &reference).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        Endpoint::GetBlob { repo, digest, head } => get_blob(app, &repo, &digest, head, headers).await,
+        Endpoint::DeleteBlob { repo, digest } => {
+            reg.delete_blob(&repo, &digest).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        Endpoint::StartUpload { repo } => start_upload(app, &repo, query, body).await,
+        Endpoint::UploadStatus { repo, id } => {
+            let state = reg.upload_status(&repo, &id).await?;
+            Ok(upload_response(StatusCode::NO_CONTENT, &repo, &state.id, state.size))
+        }
+        Endpoint::PatchUpload { repo, id } => {
+            let range = chunk_range(headers)?;
+            let state = reg.append_upload(&repo, &id, range, stream(body)).await?;
+            Ok(upload_response(StatusCode::ACCEPTED, &repo, &state.id, state.size))
+        }
+        Endpoint::FinishUpload { repo, id } => {
+            let digest = required_digest(query)?;
+            let range = chunk_range(headers)?;
+            let body = has_body(headers)?.then(|| stream(body));
+            reg.finish_upload(&repo, &id, &digest, range, body).await?;
+            Ok(blob_created(&repo, &digest))
+        }
+        Endpoint::CancelUpload { repo, id } => {
+            reg.cancel_upload(&repo, &id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        Endpoint::Referrers { repo, digest } => {
+            let filter = query.get("artifactType").filter(|t| !t.is_empty());
+            let manifests = reg.referrers(&repo, &digest, filter).await?;
+            let body = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": manifests,
+            });
+            let mut resp = json_response(StatusCode::OK, OCI_INDEX, body.to_string());
+            if filter.is_some() {
+                set(resp.headers_mut(), FILTERS_APPLIED, "artifactType");
+            }
+            Ok(resp)
+        }
+    }
+}
+
+async fn get_blob(app: &App, repo: &RepoName, digest: &Digest, head: bool, headers: &HeaderMap) -> Result<Response> {
+    let size = app.registry.blob_size(repo, digest).await?;
+    let range = if head {
+        None
+    } else {
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range)
+    };
+    let (status, start, end) = match range.map(|r| r.resolve(size)) {
+        None => (StatusCode::OK, 0, size),
+        Some(Resolved::Partial { start, end }) => (StatusCode::PARTIAL_CONTENT, start, end),
+        Some(Resolved::Unsatisfiable) => {
+            return Err(ApiError::with_detail(ErrorCode::RangeInvalid, format!("blob is {size} bytes"))
+                .header(header::CONTENT_RANGE, format!("bytes */{size}")));
+        }
+    };
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(app.registry.read_blob(digest, start, end).await?)
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    set(h, header::CONTENT_TYPE, "application/octet-stream");
+    set(h, header::CONTENT_LENGTH, &(end - start).to_string());
+    set(h, CONTENT_DIGEST, digest.as_str());
+    set(h, header::ETAG, &format!("\"{digest}\""));
+    set(h, header::ACCEPT_RANGES, "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(h, header::CONTENT_RANGE, &format!("bytes {start}-{}/{size}", end - 1));
+    }
+    Ok(resp)
+}
+
+async fn start_upload(app: &App, repo: &RepoName, query: &Query, body: Body) -> Result<Response> {
+    let reg = &app.registry;
+    if let Some(mount) = query.get("mount") {
+        let digest = parse_digest(mount)?;
+        let from = match query.get("from") {
+            None | Some("") => None,
+            Some(f) => Some(RepoName::parse(f).ok_or_else(|| ApiError::code(ErrorCode::NameInvalid))?),
+        };
+        return match reg.mount(repo, &digest, from.as_ref()).await? {
+            Mount::Mounted => Ok(blob_created(repo, &digest)),
+            Mount::Started(state) => Ok(upload_response(StatusCode::ACCEPTED, repo, &state.id, state.size)),
+        };
+    }
+    if let Some(d) = query.get("digest") {
+        let digest = parse_digest(d)?;
+        reg.upload_whole(repo, &digest, stream(body)).await?;
+        return Ok(blob_created(repo, &digest));
+    }
+    let state = reg.start_upload(repo).await?;
+    Ok(upload_response(StatusCode::ACCEPTED, repo, &state.id, state.size))
+}
+
+fn stream(body: Body) -> ByteStream {
+    Box::pin(TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other))
+}
+
+fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
+    }
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+fn json_response(status: StatusCode, content_type: &str, body: String) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    set(resp.headers_mut(), header::CONTENT_TYPE, content_type);
+    resp
+}
+
+fn upload_response(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
+    let mut resp = empty(status);
+    let h = resp.headers_mut();
+    set(h, header::LOCATION, &format!("/v2/{repo}/blobs/uploads/{id}"));
+    set(h, header::RANGE, &upload_range(size));
+    set(h, UPLOAD_UUID, id);
+    resp
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    let mut resp = empty(StatusCode::CREATED);
+    let h = resp.headers_mut();
+    set(h, header::LOCATION, &format!("/v2/{repo}/blobs/{digest}"));
+    set(h, CONTENT_DIGEST, digest.as_str());
+    resp
+}
+
+fn parse_digest(s: &str) -> Result<Digest> {
+    s.parse().map_err(|e| match e {
+        DigestError::Invalid => ApiError::with_detail(ErrorCode::DigestInvalid, "malformed digest"),
+        DigestError::Unsupported => ApiError::with_detail(ErrorCode::Unsupported, "digest algorithm not supported"),
+    })
+}
+
+fn required_digest(query: &Query) -> Result<Digest> {
+    match query.get("digest") {
+        Some(d) => parse_digest(d),
+        None => Err(ApiError::with_detail(ErrorCode::DigestInvalid, "the digest parameter is required")),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::with_detail(ErrorCode::SizeInvalid, "bad Content-Length")),
+    }
+}
+
+/// Whether the request carries a body worth appending.
+fn has_body(headers: &HeaderMap) -> Result<bool> {
+    Ok(match content_length(headers)? {
+        Some(n) => n > 0,
+        None => headers.contains_key(header::TRANSFER_ENCODING),
+    })
+}
+
+/// The chunk position declared by `Content-Range`, checked against
+/// `Content-Length` when both are sent.
+fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let (start, end) = v
+        .to_str()
+        .ok()
+        .and_then(parse_content_range)
+        .ok_or_else(|| ApiError::with_detail(ErrorCode::RangeInvalid, "malformed Content-Range"))?;
+    if let Some(len) = content_length(headers)? {
+        if len != end - start + 1 {
+            return Err(ApiError::with_detail(
+                ErrorCode::SizeInvalid,
+                format!("Content-Range {start}-{end} does not match Content-Length {len}"),
+            ));
+        }
+    }
+    Ok(Some((start, end)))
+}
+
+fn pagination(query: &Query) -> Result<(Option<usize>, Option<&str>)> {
+    let n = match query.get("n") {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<usize>()
+                .map_err(|_| ApiError::with_detail(ErrorCode::Unsupported, "n must be a non-negative integer"))?,
+        ),
+    };
+    Ok((n, query.get("last").filter(|l| !l.is_empty())))
+}
+
+fn next_link(path: &str, n: Option<usize>, page: &Page) -> Option<String> {
+    let (Some(n), Some(last)) = (n, page.items.last()) else { return None };
+    page.more.then(|| format!("<{path}?n={n}&last={last}>; rel=\"next\""))
+}
+
+fn with_link(mut resp: Response, link: Option<String>) -> Response {
+    if let Some(link) = link {
+        set(resp.headers_mut(), header::LINK, &link);
+    }
+    resp
+}
