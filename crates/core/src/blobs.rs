@@ -7,19 +7,30 @@ use berth_storage::{ByteStream, StorageError};
 impl Registry {
     /// Size of a blob of `repo`.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        if self.store.stat(&keys::layer_link(repo, digest)).await?.is_none() {
+        if self
+            .store
+            .stat(&keys::layer_link(repo, digest))
+            .await?
+            .is_none()
+        {
             return Err(CoreError::BlobUnknown);
         }
-        self.store.stat(&keys::blob(digest)).await?.ok_or(CoreError::BlobUnknown)
+        self.store
+            .stat(&keys::blob(digest))
+            .await?
+            .ok_or(CoreError::BlobUnknown)
     }
 
     /// Bytes `start..end` of a blob whose presence was checked with
     /// [`Registry::blob_size`].
     pub async fn read_blob(&self, digest: &Digest, start: u64, end: u64) -> Result<ByteStream> {
-        self.store.read(&keys::blob(digest), start, Some(end)).await.map_err(|e| match e {
-            StorageError::NotFound => CoreError::BlobUnknown,
-            e => e.into(),
-        })
+        self.store
+            .read(&keys::blob(digest), start, Some(end))
+            .await
+            .map_err(|e| match e {
+                StorageError::NotFound => CoreError::BlobUnknown,
+                e => e.into(),
+            })
     }
 
     /// Removes a blob from a repository. The content stays for other

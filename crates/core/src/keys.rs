@@ -21,7 +21,12 @@ pub const TAGS: &str = "_tags";
 pub const REFERRERS: &str = "_referrers";
 
 pub fn blob(d: &Digest) -> String {
-    format!("blobs/{}/{}/{}", d.algorithm().as_str(), &d.hex()[..2], d.hex())
+    format!(
+        "blobs/{}/{}/{}",
+        d.algorithm().as_str(),
+        &d.hex()[..2],
+        d.hex()
+    )
 }
 
 pub fn repo(r: &RepoName) -> String {
@@ -29,11 +34,19 @@ pub fn repo(r: &RepoName) -> String {
 }
 
 pub fn layer_link(r: &RepoName, d: &Digest) -> String {
-    format!("{REPOSITORIES}/{r}/{LAYERS}/{}/{}", d.algorithm().as_str(), d.hex())
+    format!(
+        "{REPOSITORIES}/{r}/{LAYERS}/{}/{}",
+        d.algorithm().as_str(),
+        d.hex()
+    )
 }
 
 pub fn manifest_link(r: &RepoName, d: &Digest) -> String {
-    format!("{REPOSITORIES}/{r}/{MANIFESTS}/{}/{}", d.algorithm().as_str(), d.hex())
+    format!(
+        "{REPOSITORIES}/{r}/{MANIFESTS}/{}/{}",
+        d.algorithm().as_str(),
+        d.hex()
+    )
 }
 
 pub fn tags(r: &RepoName) -> String {

@@ -28,12 +28,21 @@ pub fn paginate(names: Vec<String>, n: Option<usize>, last: Option<&str>) -> Pag
 
 impl Registry {
     /// Tags of a repository.
-    pub async fn list_tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
         let tags = self.store.list(&keys::tags(repo)).await?;
         if tags.is_empty() && !self.repo_exists(repo).await? {
             return Err(CoreError::NameUnknown);
         }
-        let mut names: Vec<String> = tags.into_iter().filter(|e| !e.is_dir).map(|e| e.name).collect();
+        let mut names: Vec<String> = tags
+            .into_iter()
+            .filter(|e| !e.is_dir)
+            .map(|e| e.name)
+            .collect();
         names.sort();
         Ok(paginate(names, n, last))
     }
@@ -57,8 +66,15 @@ impl Registry {
             if !name.is_empty() && is_repo(&entries) {
                 names.push(name.clone());
             }
-            for e in entries.iter().filter(|e| e.is_dir && !e.name.starts_with('_')) {
-                pending.push(if name.is_empty() { e.name.clone() } else { format!("{name}/{}", e.name) });
+            for e in entries
+                .iter()
+                .filter(|e| e.is_dir && !e.name.starts_with('_'))
+            {
+                pending.push(if name.is_empty() {
+                    e.name.clone()
+                } else {
+                    format!("{name}/{}", e.name)
+                });
             }
         }
         names.sort();
@@ -67,7 +83,9 @@ impl Registry {
 }
 
 fn is_repo(entries: &[Entry]) -> bool {
-    entries.iter().any(|e| e.is_dir && (e.name == keys::MANIFESTS || e.name == keys::LAYERS))
+    entries
+        .iter()
+        .any(|e| e.is_dir && (e.name == keys::MANIFESTS || e.name == keys::LAYERS))
 }
 
 #[cfg(test)]
@@ -81,11 +99,47 @@ mod tests {
     #[test]
     fn pages() {
         let all = v(&["a", "b", "c", "d"]);
-        assert_eq!(paginate(all.clone(), None, None), Page { items: all.clone(), more: false });
-        assert_eq!(paginate(all.clone(), Some(2), None), Page { items: v(&["a", "b"]), more: true });
-        assert_eq!(paginate(all.clone(), Some(2), Some("b")), Page { items: v(&["c", "d"]), more: false });
-        assert_eq!(paginate(all.clone(), None, Some("bb")), Page { items: v(&["c", "d"]), more: false });
-        assert_eq!(paginate(all.clone(), Some(0), None), Page { items: vec![], more: false });
-        assert_eq!(paginate(all, Some(9), Some("z")), Page { items: vec![], more: false });
+        assert_eq!(
+            paginate(all.clone(), None, None),
+            Page {
+                items: all.clone(),
+                more: false
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(2), None),
+            Page {
+                items: v(&["a", "b"]),
+                more: true
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(2), Some("b")),
+            Page {
+                items: v(&["c", "d"]),
+                more: false
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), None, Some("bb")),
+            Page {
+                items: v(&["c", "d"]),
+                more: false
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(0), None),
+            Page {
+                items: vec![],
+                more: false
+            }
+        );
+        assert_eq!(
+            paginate(all, Some(9), Some("z")),
+            Page {
+                items: vec![],
+                more: false
+            }
+        );
     }
 }

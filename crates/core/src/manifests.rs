@@ -50,17 +50,31 @@ impl Registry {
         let digest = Digest::of(algorithm, &body);
         if let Reference::Digest(declared) = reference {
             if *declared != digest {
-                return Err(CoreError::DigestMismatch { declared: declared.clone(), computed: digest });
+                return Err(CoreError::DigestMismatch {
+                    declared: declared.clone(),
+                    computed: digest,
+                });
             }
         }
-        let m = manifest::parse(&body, content_type).map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
+        let m = manifest::parse(&body, content_type)
+            .map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
         for d in m.blobs.iter().filter(|d| d.must_exist()) {
-            if self.store.stat(&keys::layer_link(repo, &d.digest)).await?.is_none() {
+            if self
+                .store
+                .stat(&keys::layer_link(repo, &d.digest))
+                .await?
+                .is_none()
+            {
                 return Err(CoreError::ManifestBlobUnknown(d.digest.clone()));
             }
         }
         for d in &m.manifests {
-            if self.store.stat(&keys::manifest_link(repo, &d.digest)).await?.is_none() {
+            if self
+                .store
+                .stat(&keys::manifest_link(repo, &d.digest))
+                .await?
+                .is_none()
+            {
                 return Err(CoreError::ManifestBlobUnknown(d.digest.clone()));
             }
         }
@@ -70,7 +84,9 @@ impl Registry {
         let size = body.len() as u64;
         self.store.put_if_absent(&keys::blob(&digest), body).await?;
         let media_type = Bytes::from(m.media_type.clone());
-        self.store.put_if_absent(&keys::manifest_link(repo, &digest), media_type).await?;
+        self.store
+            .put_if_absent(&keys::manifest_link(repo, &digest), media_type)
+            .await?;
         let subject = m.subject.as_ref().map(|s| s.digest.clone());
         if let Some(subject) = &subject {
             let descriptor = Descriptor {
@@ -82,14 +98,19 @@ impl Registry {
                 urls: None,
                 platform: None,
             };
-            let json = serde_json::to_vec(&descriptor).map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
-            self.store.put_if_absent(&keys::referrer(repo, subject, &digest), Bytes::from(json)).await?;
+            let json = serde_json::to_vec(&descriptor)
+                .map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
+            self.store
+                .put_if_absent(&keys::referrer(repo, subject, &digest), Bytes::from(json))
+                .await?;
         }
         if let Reference::Tag(tag) = reference {
             let key = keys::tag(repo, tag);
             let current = self.store.get(&key).await?;
             if current.as_deref().and_then(parse_digest).as_ref() != Some(&digest) {
-                self.store.put(&key, Bytes::from(digest.to_string())).await?;
+                self.store
+                    .put(&key, Bytes::from(digest.to_string()))
+                    .await?;
             }
         }
         Ok(Pushed { digest, subject })
@@ -97,14 +118,26 @@ impl Registry {
 
     /// The digest a tag points at, if the tag exists.
     pub async fn tag_target(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
-        Ok(self.store.get(&keys::tag(repo, tag)).await?.as_deref().and_then(parse_digest))
+        Ok(self
+            .store
+            .get(&keys::tag(repo, tag))
+            .await?
+            .as_deref()
+            .and_then(parse_digest))
     }
 
     /// Resolves a reference to a digest and the media type to serve.
-    pub async fn resolve_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<(Digest, String)> {
+    pub async fn resolve_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<(Digest, String)> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
-            Reference::Tag(t) => self.tag_target(repo, t).await?.ok_or(CoreError::ManifestUnknown)?,
+            Reference::Tag(t) => self
+                .tag_target(repo, t)
+                .await?
+                .ok_or(CoreError::ManifestUnknown)?,
         };
         let media_type = self
             .store
@@ -116,15 +149,30 @@ impl Registry {
     }
 
     /// A manifest with its bytes.
-    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<StoredManifest> {
         let (digest, media_type) = self.resolve_manifest(repo, reference).await?;
-        let body = self.store.get(&keys::blob(&digest)).await?.ok_or(CoreError::ManifestUnknown)?;
-        Ok(StoredManifest { digest, media_type, body })
+        let body = self
+            .store
+            .get(&keys::blob(&digest))
+            .await?
+            .ok_or(CoreError::ManifestUnknown)?;
+        Ok(StoredManifest {
+            digest,
+            media_type,
+            body,
+        })
     }
 
     /// Size of a manifest, for HEAD.
     pub async fn manifest_size(&self, digest: &Digest) -> Result<u64> {
-        self.store.stat(&keys::blob(digest)).await?.ok_or(CoreError::ManifestUnknown)
+        self.store
+            .stat(&keys::blob(digest))
+            .await?
+            .ok_or(CoreError::ManifestUnknown)
     }
 
     /// Deletes a tag, or a manifest with every tag pointing at it.
@@ -145,7 +193,9 @@ impl Registry {
         }
         // Tags first: once the link goes, nothing may point at it.
         for entry in self.store.list(&keys::tags(repo)).await? {
-            let Some(tag) = Tag::parse(&entry.name) else { continue };
+            let Some(tag) = Tag::parse(&entry.name) else {
+                continue;
+            };
             if self.tag_target(repo, &tag).await?.as_ref() == Some(digest) {
                 self.store.delete(&keys::tag(repo, &tag)).await?;
             }
@@ -153,7 +203,9 @@ impl Registry {
         if let Some(body) = self.store.get(&keys::blob(digest)).await? {
             if let Ok(m) = manifest::parse(&body, None) {
                 if let Some(subject) = m.subject {
-                    self.store.delete(&keys::referrer(repo, &subject.digest, digest)).await?;
+                    self.store
+                        .delete(&keys::referrer(repo, &subject.digest, digest))
+                        .await?;
                 }
             }
         }
@@ -172,7 +224,9 @@ impl Registry {
         let dir = keys::referrers(repo, subject);
         let mut out = Vec::new();
         for entry in self.store.list(&dir).await? {
-            let Some(json) = self.store.get(&format!("{dir}/{}", entry.name)).await? else { continue };
+            let Some(json) = self.store.get(&format!("{dir}/{}", entry.name)).await? else {
+                continue;
+            };
             let Ok(d) = serde_json::from_slice::<Descriptor>(&json) else {
                 tracing::warn!(repo = %repo, entry = %entry.name, "unreadable referrer entry skipped");
                 continue;
@@ -180,7 +234,12 @@ impl Registry {
             if artifact_type.is_some_and(|t| d.artifact_type.as_deref() != Some(t)) {
                 continue;
             }
-            if self.store.stat(&keys::manifest_link(repo, &d.digest)).await?.is_some() {
+            if self
+                .store
+                .stat(&keys::manifest_link(repo, &d.digest))
+                .await?
+                .is_some()
+            {
                 out.push(d);
             }
         }

@@ -44,7 +44,11 @@ pub struct Sessions {
 
 impl Sessions {
     fn get(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     fn insert(&self, id: &str, s: Session) -> Arc<tokio::sync::Mutex<Session>> {
@@ -58,7 +62,10 @@ impl Sessions {
     }
 
     fn remove(&self, id: &str) {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }
 
@@ -86,10 +93,23 @@ impl Registry {
     /// Opens a new, empty upload session for `repo`.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState> {
         let id = uuid::Uuid::new_v4().to_string();
-        let record = serde_json::to_vec(&Record { repo: repo.to_string() }).map_err(std::io::Error::other).map_err(StorageError::Io)?;
-        self.store.put(&keys::upload(&id), Bytes::from(record)).await?;
+        let record = serde_json::to_vec(&Record {
+            repo: repo.to_string(),
+        })
+        .map_err(std::io::Error::other)
+        .map_err(StorageError::Io)?;
+        self.store
+            .put(&keys::upload(&id), Bytes::from(record))
+            .await?;
         self.store.stage_writer(&id, 0).await?.finish().await?;
-        self.sessions.insert(&id, Session { repo: repo.clone(), size: 0, hasher: Some(Algorithm::Sha256.hasher()) });
+        self.sessions.insert(
+            &id,
+            Session {
+                repo: repo.clone(),
+                size: 0,
+                hasher: Some(Algorithm::Sha256.hasher()),
+            },
+        );
         Ok(UploadState { id, size: 0 })
     }
 
@@ -98,11 +118,27 @@ impl Registry {
         let s = match self.sessions.get(id) {
             Some(s) => s,
             None => {
-                let record = self.store.get(&keys::upload(id)).await?.ok_or(CoreError::UploadUnknown)?;
-                let record: Record = serde_json::from_slice(&record).map_err(|_| CoreError::UploadUnknown)?;
-                let size = self.store.stage_size(id).await?.ok_or(CoreError::UploadUnknown)?;
+                let record = self
+                    .store
+                    .get(&keys::upload(id))
+                    .await?
+                    .ok_or(CoreError::UploadUnknown)?;
+                let record: Record =
+                    serde_json::from_slice(&record).map_err(|_| CoreError::UploadUnknown)?;
+                let size = self
+                    .store
+                    .stage_size(id)
+                    .await?
+                    .ok_or(CoreError::UploadUnknown)?;
                 let repo = RepoName::parse(&record.repo).ok_or(CoreError::UploadUnknown)?;
-                self.sessions.insert(id, Session { repo, size, hasher: None })
+                self.sessions.insert(
+                    id,
+                    Session {
+                        repo,
+                        size,
+                        hasher: None,
+                    },
+                )
             }
         };
         if s.lock().await.repo != *repo {
@@ -115,7 +151,10 @@ impl Registry {
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState> {
         let s = self.session(repo, id).await?;
         let size = s.lock().await.size;
-        Ok(UploadState { id: id.to_owned(), size })
+        Ok(UploadState {
+            id: id.to_owned(),
+            size,
+        })
     }
 
     /// Appends a chunk. With `range`, it must start where the upload ends.
@@ -129,10 +168,19 @@ impl Registry {
         let s = self.session(repo, id).await?;
         let mut s = s.lock().await;
         self.append_locked(id, &mut s, range, body).await?;
-        Ok(UploadState { id: id.to_owned(), size: s.size })
+        Ok(UploadState {
+            id: id.to_owned(),
+            size: s.size,
+        })
     }
 
-    async fn append_locked(&self, id: &str, s: &mut Session, range: Option<ChunkRange>, body: ByteStream) -> Result<()> {
+    async fn append_locked(
+        &self,
+        id: &str,
+        s: &mut Session,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<()> {
         if let Some((start, _)) = range {
             if start != s.size {
                 return Err(CoreError::ChunkOutOfOrder { size: s.size });
@@ -187,7 +235,10 @@ impl Registry {
             self.commit_blob(repo, id, digest).await
         } else {
             let _ = self.store.stage_delete(id).await;
-            Err(CoreError::DigestMismatch { declared: digest.clone(), computed })
+            Err(CoreError::DigestMismatch {
+                declared: digest.clone(),
+                computed,
+            })
         };
         self.store.delete(&keys::upload(id)).await?;
         self.sessions.remove(id);
@@ -195,7 +246,12 @@ impl Registry {
     }
 
     /// Uploads a whole blob in one request (POST with `digest`).
-    pub async fn upload_whole(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<()> {
+    pub async fn upload_whole(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<()> {
         let id = uuid::Uuid::new_v4().to_string();
         let writer = self.store.stage_writer(&id, 0).await?;
         let mut hasher = digest.algorithm().hasher();
@@ -206,7 +262,10 @@ impl Registry {
         let computed = hasher.finish();
         if computed != *digest {
             let _ = self.store.stage_delete(&id).await;
-            return Err(CoreError::DigestMismatch { declared: digest.clone(), computed });
+            return Err(CoreError::DigestMismatch {
+                declared: digest.clone(),
+                computed,
+            });
         }
         self.commit_blob(repo, &id, digest).await
     }
@@ -223,13 +282,24 @@ impl Registry {
 
     /// Mounts a blob into `repo` from `from` (or, without `from`, from any
     /// repository of this registry); when it cannot, opens a session.
-    pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<Mount> {
+    pub async fn mount(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Mount> {
         let available = match from {
-            Some(src) => self.store.stat(&keys::layer_link(src, digest)).await?.is_some(),
+            Some(src) => self
+                .store
+                .stat(&keys::layer_link(src, digest))
+                .await?
+                .is_some(),
             None => true,
         };
         if available && self.store.stat(&keys::blob(digest)).await?.is_some() {
-            self.store.put_if_absent(&keys::layer_link(repo, digest), Bytes::new()).await?;
+            self.store
+                .put_if_absent(&keys::layer_link(repo, digest), Bytes::new())
+                .await?;
             return Ok(Mount::Mounted);
         }
         Ok(Mount::Started(self.start_upload(repo).await?))
@@ -274,7 +344,9 @@ impl Registry {
         } else {
             self.store.stage_commit(id, &key).await?;
         }
-        self.store.put_if_absent(&keys::layer_link(repo, digest), Bytes::new()).await?;
+        self.store
+            .put_if_absent(&keys::layer_link(repo, digest), Bytes::new())
+            .await?;
         Ok(())
     }
 }
@@ -282,7 +354,11 @@ impl Registry {
 /// Streams a body into a stage writer in batches, hashing as it goes.
 /// Returns the staged size. The writer is always finished, so whatever was
 /// received before an error is on disk.
-async fn pump(mut body: ByteStream, mut writer: Box<dyn StageWriter>, mut hasher: Option<&mut Hasher>) -> Result<u64> {
+async fn pump(
+    mut body: ByteStream,
+    mut writer: Box<dyn StageWriter>,
+    mut hasher: Option<&mut Hasher>,
+) -> Result<u64> {
     let mut batch = BytesMut::new();
     let mut failure = None;
     while let Some(chunk) = body.next().await {

@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(m.kind, Kind::Index);
         assert_eq!(m.manifests.len(), 1);
         // No mediaType field: the shape decides.
-        let bare = format!(r#"{{"schemaVersion":2,"manifests":[]}}"#);
+        let bare = r#"{"schemaVersion":2,"manifests":[]}"#;
         assert_eq!(parse(bare.as_bytes(), None).unwrap().media_type, OCI_INDEX);
     }
 

@@ -27,11 +27,19 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn code(code: ErrorCode) -> ApiError {
-        ApiError::Oci { code, detail: None, headers: Vec::new() }
+        ApiError::Oci {
+            code,
+            detail: None,
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_detail(code: ErrorCode, detail: impl Into<String>) -> ApiError {
-        ApiError::Oci { code, detail: Some(detail.into()), headers: Vec::new() }
+        ApiError::Oci {
+            code,
+            detail: Some(detail.into()),
+            headers: Vec::new(),
+        }
     }
 
     pub fn header(mut self, name: header::HeaderName, value: impl Into<String>) -> ApiError {
@@ -52,11 +60,14 @@ impl From<RouteError> for ApiError {
         let code = e.code();
         match e {
             RouteError::MethodNotAllowed(allow) => {
-                ApiError::with_detail(code, "method not allowed on this endpoint").header(header::ALLOW, allow)
+                ApiError::with_detail(code, "method not allowed on this endpoint")
+                    .header(header::ALLOW, allow)
             }
             RouteError::NotFound => ApiError::with_detail(code, "no such endpoint or repository"),
             RouteError::ReferenceInvalid => ApiError::with_detail(code, "invalid tag"),
-            RouteError::DigestUnsupported => ApiError::with_detail(code, "digest algorithm not supported"),
+            RouteError::DigestUnsupported => {
+                ApiError::with_detail(code, "digest algorithm not supported")
+            }
             _ => ApiError::code(code),
         }
     }
@@ -70,22 +81,30 @@ impl From<CoreError> for ApiError {
             C::BlobUnknown => ApiError::code(E::BlobUnknown),
             C::UploadUnknown => ApiError::code(E::BlobUploadUnknown),
             C::UploadInvalid(d) => ApiError::with_detail(E::BlobUploadInvalid, d),
-            C::ChunkOutOfOrder { size } => ApiError::with_detail(E::RangeInvalid, format!("upload holds {size} bytes"))
-                .header(header::RANGE, upload_range(size)),
-            C::DigestMismatch { declared, computed } => {
-                ApiError::with_detail(E::DigestInvalid, format!("declared {declared}, content is {computed}"))
+            C::ChunkOutOfOrder { size } => {
+                ApiError::with_detail(E::RangeInvalid, format!("upload holds {size} bytes"))
+                    .header(header::RANGE, upload_range(size))
             }
+            C::DigestMismatch { declared, computed } => ApiError::with_detail(
+                E::DigestInvalid,
+                format!("declared {declared}, content is {computed}"),
+            ),
             C::DigestInvalid(d) => ApiError::with_detail(E::DigestInvalid, d),
             C::Unsupported(d) => ApiError::with_detail(E::Unsupported, d),
             C::SizeInvalid(d) => ApiError::with_detail(E::SizeInvalid, d),
             C::ManifestUnknown => ApiError::code(E::ManifestUnknown),
             C::ManifestInvalid(d) => ApiError::with_detail(E::ManifestInvalid, d),
-            C::ManifestBlobUnknown(d) => ApiError::with_detail(E::ManifestBlobUnknown, d.to_string()),
-            C::ManifestTooLarge { limit } => {
-                ApiError::with_detail(E::ManifestTooLarge, format!("manifests are limited to {limit} bytes"))
+            C::ManifestBlobUnknown(d) => {
+                ApiError::with_detail(E::ManifestBlobUnknown, d.to_string())
             }
+            C::ManifestTooLarge { limit } => ApiError::with_detail(
+                E::ManifestTooLarge,
+                format!("manifests are limited to {limit} bytes"),
+            ),
             C::NameUnknown => ApiError::code(E::NameUnknown),
-            C::Body(e) => ApiError::with_detail(E::BlobUploadInvalid, format!("request body failed: {e}")),
+            C::Body(e) => {
+                ApiError::with_detail(E::BlobUploadInvalid, format!("request body failed: {e}"))
+            }
             C::Storage(e) => ApiError::Internal(e.to_string()),
         }
     }
@@ -94,14 +113,21 @@ impl From<CoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            ApiError::Oci { code, detail, headers } => {
+            ApiError::Oci {
+                code,
+                detail,
+                headers,
+            } => {
                 let body = serde_json::json!({
                     "errors": [{ "code": code.code(), "message": code.message(), "detail": detail }]
                 });
                 let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_REQUEST);
                 let mut resp = (status, body.to_string()).into_response();
                 let h = resp.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 for (name, value) in headers {
                     if let Ok(v) = HeaderValue::from_str(&value) {
                         h.insert(name, v);
@@ -114,8 +140,12 @@ impl IntoResponse for ApiError {
                 let body = serde_json::json!({
                     "errors": [{ "code": "UNKNOWN", "message": "internal server error", "detail": null }]
                 });
-                let mut resp = (StatusCode::INTERNAL_SERVER_ERROR, body.to_string()).into_response();
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let mut resp =
+                    (StatusCode::INTERNAL_SERVER_ERROR, body.to_string()).into_response();
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 resp
             }
         }

@@ -15,8 +15,14 @@ pub fn init(settings: &Settings) -> std::io::Result<()> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &settings.log_output {
         Some(path) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-            builder.json().with_writer(std::sync::Mutex::new(file)).init();
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            builder
+                .json()
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
         }
         None if std::io::stdout().is_terminal() => builder.init(),
         None => builder.json().init(),

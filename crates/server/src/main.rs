@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "An OCI registry that reads zot's config.json")]
+#[command(
+    name = "berth",
+    version,
+    about = "An OCI registry that reads zot's config.json"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,9 +24,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Check a configuration file and report what it would do.
-    Verify {
-        config: PathBuf,
-    },
+    Verify { config: PathBuf },
 }
 
 fn settings_from(path: &std::path::Path) -> Result<Settings, config::ConfigError> {
@@ -61,7 +63,10 @@ fn main() -> ExitCode {
                 eprintln!("cannot open log output: {e}");
                 return ExitCode::from(2);
             }
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start runtime: {e}");

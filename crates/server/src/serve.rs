@@ -34,17 +34,25 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, BoxError> {
         .map_err(|e| format!("http.tls.cert {}: {e}", files.cert.display()))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("http.tls.cert {}: {e}", files.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("http.tls.key {}: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("http.tls.key {}: {e}", files.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("http.tls.cacert {}: {e}", ca.display()))? {
+            for cert in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("http.tls.cacert {}: {e}", ca.display()))?
+            {
                 roots.add(cert.map_err(|e| format!("http.tls.cacert {}: {e}", ca.display()))?)?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -76,13 +84,22 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     if settings.auth_configured {
         tracing::error!("authentication is configured but not supported yet: every registry request will be refused");
     }
-    let store = FsBackend::open(&settings.root_directory, settings.commit)
-        .map_err(|e| format!("storage.rootDirectory {}: {e}", settings.root_directory.display()))?;
+    let store = FsBackend::open(&settings.root_directory, settings.commit).map_err(|e| {
+        format!(
+            "storage.rootDirectory {}: {e}",
+            settings.root_directory.display()
+        )
+    })?;
     let registry = Registry::new(Arc::new(store), Options::default());
     let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind((settings.address.as_str(), settings.port))
         .await
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", settings.address, settings.port))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}:{}: {e}",
+                settings.address, settings.port
+            )
+        })?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let app = App::new(registry.clone(), settings);
@@ -106,7 +123,10 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     let _ = std::io::stdout().flush();
 
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let signal = shutdown_signal();
@@ -132,20 +152,24 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
-                Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                        watcher.watch(conn.into_owned()).await
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -45,29 +45,50 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
         },
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
-    resp.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut()
+        .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
 }
 
-async fn handle(app: &App, ep: Endpoint, headers: &HeaderMap, query: &Query, body: Body) -> Result<Response> {
+async fn handle(
+    app: &App,
+    ep: Endpoint,
+    headers: &HeaderMap,
+    query: &Query,
+    body: Body,
+) -> Result<Response> {
     let reg = &app.registry;
     match ep {
-        Endpoint::Base => Ok(json_response(StatusCode::OK, "application/json", "{}".into())),
+        Endpoint::Base => Ok(json_response(
+            StatusCode::OK,
+            "application/json",
+            "{}".into(),
+        )),
         Endpoint::Catalog => {
             let (n, last) = pagination(query)?;
             let page = reg.catalog(n, last).await?;
             let body = serde_json::json!({ "repositories": page.items });
             let link = next_link("/v2/_catalog", n, &page);
-            Ok(with_link(json_response(StatusCode::OK, "application/json", body.to_string()), link))
+            Ok(with_link(
+                json_response(StatusCode::OK, "application/json", body.to_string()),
+                link,
+            ))
         }
         Endpoint::ListTags { repo } => {
             let (n, last) = pagination(query)?;
             let page = reg.list_tags(&repo, n, last).await?;
             let body = serde_json::json!({ "name": repo.as_str(), "tags": page.items });
             let link = next_link(&format!("/v2/{repo}/tags/list"), n, &page);
-            Ok(with_link(json_response(StatusCode::OK, "application/json", body.to_string()), link))
+            Ok(with_link(
+                json_response(StatusCode::OK, "application/json", body.to_string()),
+                link,
+            ))
         }
-        Endpoint::GetManifest { repo, reference, head } => {
+        Endpoint::GetManifest {
+            repo,
+            reference,
+            head,
+        } => {
             let (digest, media_type, size, body) = if head {
                 let (digest, media_type) = reg.resolve_manifest(&repo, &reference).await?;
                 let size = reg.manifest_size(&digest).await?;
@@ -99,12 +120,23 @@ async fn handle(app: &App, ep: Endpoint, headers: &HeaderMap, query: &Query, bod
                 Err(e) if e.is::<LengthLimitError>() => {
                     return Err(berth_core::CoreError::ManifestTooLarge { limit }.into())
                 }
-                Err(e) => return Err(ApiError::with_detail(ErrorCode::ManifestInvalid, format!("body: {e}"))),
+                Err(e) => {
+                    return Err(ApiError::with_detail(
+                        ErrorCode::ManifestInvalid,
+                        format!("body: {e}"),
+                    ))
+                }
             };
-            let pushed = reg.put_manifest(&repo, &reference, content_type.as_deref(), bytes).await?;
+            let pushed = reg
+                .put_manifest(&repo, &reference, content_type.as_deref(), bytes)
+                .await?;
             let mut resp = empty(StatusCode::CREATED);
             let h = resp.headers_mut();
-            set(h, header::LOCATION, &format!("/v2/{repo}/manifests/{}", pushed.digest));
+            set(
+                h,
+                header::LOCATION,
+                &format!("/v2/{repo}/manifests/{}", pushed.digest),
+            );
             set(h, CONTENT_DIGEST, pushed.digest.as_str());
             if let Some(subject) = pushed.subject {
                 set(h, OCI_SUBJECT, subject.as_str());
@@ -115,7 +147,9 @@ async fn handle(app: &App, ep: Endpoint, headers: &HeaderMap, query: &Query, bod
             reg.delete_manifest(&repo, &reference).await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
-        Endpoint::GetBlob { repo, digest, head } => get_blob(app, &repo, &digest, head, headers).await,
+        Endpoint::GetBlob { repo, digest, head } => {
+            get_blob(app, &repo, &digest, head, headers).await
+        }
         Endpoint::DeleteBlob { repo, digest } => {
             reg.delete_blob(&repo, &digest).await?;
             Ok(empty(StatusCode::ACCEPTED))
@@ -123,12 +157,22 @@ async fn handle(app: &App, ep: Endpoint, headers: &HeaderMap, query: &Query, bod
         Endpoint::StartUpload { repo } => start_upload(app, &repo, query, body).await,
         Endpoint::UploadStatus { repo, id } => {
             let state = reg.upload_status(&repo, &id).await?;
-            Ok(upload_response(StatusCode::NO_CONTENT, &repo, &state.id, state.size))
+            Ok(upload_response(
+                StatusCode::NO_CONTENT,
+                &repo,
+                &state.id,
+                state.size,
+            ))
         }
         Endpoint::PatchUpload { repo, id } => {
             let range = chunk_range(headers)?;
             let state = reg.append_upload(&repo, &id, range, stream(body)).await?;
-            Ok(upload_response(StatusCode::ACCEPTED, &repo, &state.id, state.size))
+            Ok(upload_response(
+                StatusCode::ACCEPTED,
+                &repo,
+                &state.id,
+                state.size,
+            ))
         }
         Endpoint::FinishUpload { repo, id } => {
             let digest = required_digest(query)?;
@@ -158,19 +202,31 @@ async fn handle(app: &App, ep: Endpoint, headers: &HeaderMap, query: &Query, bod
     }
 }
 
-async fn get_blob(app: &App, repo: &RepoName, digest: &Digest, head: bool, headers: &HeaderMap) -> Result<Response> {
+async fn get_blob(
+    app: &App,
+    repo: &RepoName,
+    digest: &Digest,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response> {
     let size = app.registry.blob_size(repo, digest).await?;
     let range = if head {
         None
     } else {
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range)
+        headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_range)
     };
     let (status, start, end) = match range.map(|r| r.resolve(size)) {
         None => (StatusCode::OK, 0, size),
         Some(Resolved::Partial { start, end }) => (StatusCode::PARTIAL_CONTENT, start, end),
         Some(Resolved::Unsatisfiable) => {
-            return Err(ApiError::with_detail(ErrorCode::RangeInvalid, format!("blob is {size} bytes"))
-                .header(header::CONTENT_RANGE, format!("bytes */{size}")));
+            return Err(ApiError::with_detail(
+                ErrorCode::RangeInvalid,
+                format!("blob is {size} bytes"),
+            )
+            .header(header::CONTENT_RANGE, format!("bytes */{size}")));
         }
     };
     let body = if head {
@@ -187,7 +243,11 @@ async fn get_blob(app: &App, repo: &RepoName, digest: &Digest, head: bool, heade
     set(h, header::ETAG, &format!("\"{digest}\""));
     set(h, header::ACCEPT_RANGES, "bytes");
     if status == StatusCode::PARTIAL_CONTENT {
-        set(h, header::CONTENT_RANGE, &format!("bytes {start}-{}/{size}", end - 1));
+        set(
+            h,
+            header::CONTENT_RANGE,
+            &format!("bytes {start}-{}/{size}", end - 1),
+        );
     }
     Ok(resp)
 }
@@ -198,11 +258,18 @@ async fn start_upload(app: &App, repo: &RepoName, query: &Query, body: Body) -> 
         let digest = parse_digest(mount)?;
         let from = match query.get("from") {
             None | Some("") => None,
-            Some(f) => Some(RepoName::parse(f).ok_or_else(|| ApiError::code(ErrorCode::NameInvalid))?),
+            Some(f) => {
+                Some(RepoName::parse(f).ok_or_else(|| ApiError::code(ErrorCode::NameInvalid))?)
+            }
         };
         return match reg.mount(repo, &digest, from.as_ref()).await? {
             Mount::Mounted => Ok(blob_created(repo, &digest)),
-            Mount::Started(state) => Ok(upload_response(StatusCode::ACCEPTED, repo, &state.id, state.size)),
+            Mount::Started(state) => Ok(upload_response(
+                StatusCode::ACCEPTED,
+                repo,
+                &state.id,
+                state.size,
+            )),
         };
     }
     if let Some(d) = query.get("digest") {
@@ -211,11 +278,19 @@ async fn start_upload(app: &App, repo: &RepoName, query: &Query, body: Body) -> 
         return Ok(blob_created(repo, &digest));
     }
     let state = reg.start_upload(repo).await?;
-    Ok(upload_response(StatusCode::ACCEPTED, repo, &state.id, state.size))
+    Ok(upload_response(
+        StatusCode::ACCEPTED,
+        repo,
+        &state.id,
+        state.size,
+    ))
 }
 
 fn stream(body: Body) -> ByteStream {
-    Box::pin(TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other))
+    Box::pin(TryStreamExt::map_err(
+        body.into_data_stream(),
+        std::io::Error::other,
+    ))
 }
 
 fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -227,7 +302,8 @@ fn set(h: &mut HeaderMap, name: HeaderName, value: &str) {
 fn empty(status: StatusCode) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     resp
 }
 
@@ -241,7 +317,11 @@ fn json_response(status: StatusCode, content_type: &str, body: String) -> Respon
 fn upload_response(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
     let mut resp = empty(status);
     let h = resp.headers_mut();
-    set(h, header::LOCATION, &format!("/v2/{repo}/blobs/uploads/{id}"));
+    set(
+        h,
+        header::LOCATION,
+        &format!("/v2/{repo}/blobs/uploads/{id}"),
+    );
     set(h, header::RANGE, &upload_range(size));
     set(h, UPLOAD_UUID, id);
     resp
@@ -258,14 +338,19 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
 fn parse_digest(s: &str) -> Result<Digest> {
     s.parse().map_err(|e| match e {
         DigestError::Invalid => ApiError::with_detail(ErrorCode::DigestInvalid, "malformed digest"),
-        DigestError::Unsupported => ApiError::with_detail(ErrorCode::Unsupported, "digest algorithm not supported"),
+        DigestError::Unsupported => {
+            ApiError::with_detail(ErrorCode::Unsupported, "digest algorithm not supported")
+        }
     })
 }
 
 fn required_digest(query: &Query) -> Result<Digest> {
     match query.get("digest") {
         Some(d) => parse_digest(d),
-        None => Err(ApiError::with_detail(ErrorCode::DigestInvalid, "the digest parameter is required")),
+        None => Err(ApiError::with_detail(
+            ErrorCode::DigestInvalid,
+            "the digest parameter is required",
+        )),
     }
 }
 
@@ -292,7 +377,9 @@ fn has_body(headers: &HeaderMap) -> Result<bool> {
 /// The chunk position declared by `Content-Range`, checked against
 /// `Content-Length` when both are sent.
 fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
-    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
     let (start, end) = v
         .to_str()
         .ok()
@@ -312,17 +399,19 @@ fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
 fn pagination(query: &Query) -> Result<(Option<usize>, Option<&str>)> {
     let n = match query.get("n") {
         None | Some("") => None,
-        Some(s) => Some(
-            s.parse::<usize>()
-                .map_err(|_| ApiError::with_detail(ErrorCode::Unsupported, "n must be a non-negative integer"))?,
-        ),
+        Some(s) => Some(s.parse::<usize>().map_err(|_| {
+            ApiError::with_detail(ErrorCode::Unsupported, "n must be a non-negative integer")
+        })?),
     };
     Ok((n, query.get("last").filter(|l| !l.is_empty())))
 }
 
 fn next_link(path: &str, n: Option<usize>, page: &Page) -> Option<String> {
-    let (Some(n), Some(last)) = (n, page.items.last()) else { return None };
-    page.more.then(|| format!("<{path}?n={n}&last={last}>; rel=\"next\""))
+    let (Some(n), Some(last)) = (n, page.items.last()) else {
+        return None;
+    };
+    page.more
+        .then(|| format!("<{path}?n={n}&last={last}>; rel=\"next\""))
 }
 
 fn with_link(mut resp: Response, link: Option<String>) -> Response {

@@ -15,7 +15,8 @@ pub struct GoDuration(pub Duration);
 /// Parses a Go duration string. Negative durations are refused: no key of
 /// Berth's configuration means anything by them.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {s:?} (use Go duration syntax such as \"90s\", \"1h30m\")");
+    let bad =
+        || format!("invalid duration {s:?} (use Go duration syntax such as \"90s\", \"1h30m\")");
     let body = s.strip_prefix('+').unwrap_or(s);
     if body.starts_with('-') {
         return Err(format!("negative duration {s:?} is not allowed"));
@@ -29,13 +30,17 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = body;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(bad());
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,

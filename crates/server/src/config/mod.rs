@@ -18,11 +18,18 @@ pub use types::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: only JSON configuration files are supported by this build")]
     Format { path: String },
     #[error("{path}: {key}: {message}")]
-    Key { path: String, key: String, message: String },
+    Key {
+        path: String,
+        key: String,
+        message: String,
+    },
 }
 
 /// Lower-cases every object key, refusing two keys that differ only in case.
@@ -32,7 +39,11 @@ fn normalize(value: Value, at: &str) -> Result<Value, (String, String)> {
             let mut out = Map::with_capacity(map.len());
             for (k, v) in map {
                 let lower = k.to_lowercase();
-                let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
                 let v = normalize(v, &here)?;
                 if out.insert(lower, v).is_some() {
                     return Err((here, "key given twice (keys are case-insensitive)".into()));
@@ -53,10 +64,18 @@ fn normalize(value: Value, at: &str) -> Result<Value, (String, String)> {
 
 /// Parses configuration text (JSON). `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    let key_err = |key: String, message: String| ConfigError::Key { path: origin.to_owned(), key, message };
-    let raw: Value = serde_json::from_str(text).map_err(|e| key_err("(syntax)".into(), e.to_string()))?;
+    let key_err = |key: String, message: String| ConfigError::Key {
+        path: origin.to_owned(),
+        key,
+        message,
+    };
+    let raw: Value =
+        serde_json::from_str(text).map_err(|e| key_err("(syntax)".into(), e.to_string()))?;
     if raw.as_object().is_none_or(|m| m.is_empty()) {
-        return Err(key_err("(root)".into(), "configuration must be a non-empty JSON object".into()));
+        return Err(key_err(
+            "(root)".into(),
+            "configuration must be a non-empty JSON object".into(),
+        ));
     }
     let value = normalize(raw, "").map_err(|(k, m)| key_err(k, m))?;
     serde_path_to_error::deserialize(value).map_err(|e| {
@@ -69,11 +88,18 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
 /// Reads and parses a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let shown = path.display().to_string();
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if matches!(ext.as_str(), "yaml" | "yml" | "toml" | "hcl" | "ini") {
         return Err(ConfigError::Format { path: shown });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: shown.clone(),
+        source,
+    })?;
     parse(&text, &shown)
 }
 
@@ -105,7 +131,9 @@ pub struct Settings {
     pub inactive: Vec<String>,
 }
 
-const LOG_LEVELS: [&str; 8] = ["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"];
+const LOG_LEVELS: [&str; 8] = [
+    "trace", "debug", "info", "warn", "warning", "error", "fatal", "panic",
+];
 
 impl Settings {
     /// The embedded default: loopback, `./data`, open (it listens on
@@ -127,10 +155,17 @@ impl Settings {
 
     /// Checks a parsed configuration and resolves what this build uses.
     pub fn resolve(c: &Config, origin: &str) -> Result<Settings, ConfigError> {
-        let err = |key: &str, message: String| ConfigError::Key { path: origin.to_owned(), key: key.to_owned(), message };
+        let err = |key: &str, message: String| ConfigError::Key {
+            path: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
         let port = match c.http.port.as_deref() {
             None => 8080,
-            Some(p) => p.trim().parse::<u16>().map_err(|_| err("http.port", format!("invalid port {p:?}")))?,
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| err("http.port", format!("invalid port {p:?}")))?,
         };
         let root = c
             .storage
@@ -155,7 +190,12 @@ impl Settings {
                 _ => return Err(err("http.tls", "both cert and key are required".into())),
             },
         };
-        let log_level = c.log.level.clone().unwrap_or_else(|| "debug".into()).to_ascii_lowercase();
+        let log_level = c
+            .log
+            .level
+            .clone()
+            .unwrap_or_else(|| "debug".into())
+            .to_ascii_lowercase();
         if !LOG_LEVELS.contains(&log_level.as_str()) {
             return Err(err("log.level", format!("unknown level {log_level:?}")));
         }
@@ -185,13 +225,22 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
         }
     };
     let s = &c.storage;
-    note(s.gc == Some(true) || s.gc_delay.is_some() || s.gc_interval.is_some(), "storage.gc (garbage collection)");
+    note(
+        s.gc == Some(true) || s.gc_delay.is_some() || s.gc_interval.is_some(),
+        "storage.gc (garbage collection)",
+    );
     note(s.retention.is_some(), "storage.retention");
     note(s.sub_paths.is_some(), "storage.subPaths");
     note(s.cache_driver.is_some(), "storage.cacheDriver");
-    note(s.dedupe == Some(false), "storage.dedupe=false (Berth always stores one copy per digest)");
+    note(
+        s.dedupe == Some(false),
+        "storage.dedupe=false (Berth always stores one copy per digest)",
+    );
     let h = &c.http;
-    note(h.auth.is_some(), "http.auth (every registry request is refused until authentication is supported)");
+    note(
+        h.auth.is_some(),
+        "http.auth (every registry request is refused until authentication is supported)",
+    );
     note(h.access_control.is_some(), "http.accessControl");
     note(h.external_url.is_some(), "http.externalUrl");
     note(h.ratelimit.is_some(), "http.ratelimit");
@@ -238,24 +287,43 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = parse(r#"{"storage":{"rootDirectory":"/x"},"http":{"tls":{"cert":"a","bogus":1}}}"#, "t").unwrap_err();
+        let e = parse(
+            r#"{"storage":{"rootDirectory":"/x"},"http":{"tls":{"cert":"a","bogus":1}}}"#,
+            "t",
+        )
+        .unwrap_err();
         assert_eq!(key_of(e), "http.tls.bogus");
         let e = parse(r#"{"storage":{"rootDirectory":"/x"},"nope":1}"#, "t").unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("nope"), "{msg}");
-        let e = parse(r#"{"storage":{"rootDirectory":"/x","RootDirectory":"/y"}}"#, "t").unwrap_err();
+        let e = parse(
+            r#"{"storage":{"rootDirectory":"/x","RootDirectory":"/y"}}"#,
+            "t",
+        )
+        .unwrap_err();
         assert_eq!(key_of(e).to_lowercase(), "storage.rootdirectory");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let c = parse(r#"{"storage":{"rootDirectory":"/x"},"http":{"port":"http"}}"#, "t").unwrap();
+        let c = parse(
+            r#"{"storage":{"rootDirectory":"/x"},"http":{"port":"http"}}"#,
+            "t",
+        )
+        .unwrap();
         assert_eq!(key_of(Settings::resolve(&c, "t").unwrap_err()), "http.port");
         let e = parse(r#"{"storage":{"rootDirectory":"/x","gcDelay":"7d"}}"#, "t").unwrap_err();
         assert_eq!(key_of(e), "storage.gcdelay");
         let c = parse(r#"{"storage":{},"http":{}}"#, "t").unwrap();
-        assert_eq!(key_of(Settings::resolve(&c, "t").unwrap_err()), "storage.rootDirectory");
-        let c = parse(r#"{"storage":{"rootDirectory":"/x"},"log":{"level":"loud"}}"#, "t").unwrap();
+        assert_eq!(
+            key_of(Settings::resolve(&c, "t").unwrap_err()),
+            "storage.rootDirectory"
+        );
+        let c = parse(
+            r#"{"storage":{"rootDirectory":"/x"},"log":{"level":"loud"}}"#,
+            "t",
+        )
+        .unwrap();
         assert_eq!(key_of(Settings::resolve(&c, "t").unwrap_err()), "log.level");
         assert!(parse("[]", "t").is_err());
         assert!(parse("{}", "t").is_err());
@@ -263,7 +331,11 @@ mod tests {
 
     #[test]
     fn numeric_port_and_defaults() {
-        let c = parse(r#"{"storage":{"rootDirectory":"/x"},"http":{"port":5002}}"#, "t").unwrap();
+        let c = parse(
+            r#"{"storage":{"rootDirectory":"/x"},"http":{"port":5002}}"#,
+            "t",
+        )
+        .unwrap();
         let s = Settings::resolve(&c, "t").unwrap();
         assert_eq!(s.port, 5002);
         assert!(s.commit);
@@ -277,7 +349,11 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "json") && path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("config")) {
+            if path.extension().is_some_and(|e| e == "json")
+                && path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("config"))
+            {
                 let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
                 Settings::resolve(&c, "example").unwrap_or_else(|e| panic!("{e}"));
                 seen += 1;

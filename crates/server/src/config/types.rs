@@ -108,7 +108,9 @@ fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(serde::de::Error::custom(format!("port must be a string, got {other}"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "port must be a string, got {other}"
+        ))),
     }
 }
 

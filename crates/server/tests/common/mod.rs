@@ -1,0 +1,319 @@
+//! The integration harness: starts the real `berth` binary on an ephemeral
+//! port with a fresh storage root and hands back a client for it.
+#![allow(dead_code)]
+
+use reqwest::{Client, Method, Response, StatusCode};
+use sha2::Digest as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// A running Berth.
+pub struct Server {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub client: Client,
+    extra: String,
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+pub fn sha512(data: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(sha2::Sha512::digest(data)))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+impl Server {
+    /// Starts Berth with a config whose `http`/`storage` basics are filled
+    /// in; `extra` is spliced into the top-level object (",\"log\":{...}").
+    pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    pub fn start_with(extra: &str) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Server {
+            base: String::new(),
+            dir,
+            child: None,
+            client: Client::builder()
+                .pool_max_idle_per_host(4)
+                .build()
+                .expect("client"),
+            extra: extra.to_owned(),
+        };
+        s.boot();
+        s
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn boot(&mut self) {
+        let config = self.dir.path().join("config.json");
+        let text = format!(
+            r#"{{"storage":{{"rootDirectory":{root:?}}},"http":{{"address":"127.0.0.1","port":"0"}},"log":{{"level":"info","output":{log:?}}}{extra}}}"#,
+            root = self.root().display().to_string(),
+            log = self.dir.path().join("berth.log").display().to_string(),
+            extra = self.extra
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn berth");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read banner");
+        let url = line
+            .trim()
+            .strip_prefix("berth listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        self.base = url;
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// host:port, for clients that take a registry host.
+    pub fn host(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berth.log")).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL (no chance to clean up).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().expect("wait")
+    }
+
+    /// Starts the server again on the same storage (a new port).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.boot();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Response {
+        let mut r = self.client.request(method, self.url(path));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(body).send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.send(Method::GET, path, &[], Vec::new()).await
+    }
+
+    pub async fn head(&self, path: &str) -> Response {
+        self.send(Method::HEAD, path, &[], Vec::new()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.send(Method::DELETE, path, &[], Vec::new()).await
+    }
+
+    /// Pushes a blob with POST then PUT; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let r = self
+            .send(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/"),
+                &[],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let loc = location(&r);
+        let r = self
+            .send(
+                Method::PUT,
+                &with_query(&loc, &format!("digest={digest}")),
+                &[("content-type", "application/octet-stream")],
+                data.to_vec(),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        digest
+    }
+
+    /// Pushes a manifest; returns the response.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Response {
+        self.send(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("content-type", media_type)],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    /// Pushes a small image (config + `layers` layers) and tags it; returns
+    /// the manifest bytes and digest.
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        tag: &str,
+        seed: u64,
+        layers: usize,
+    ) -> (Vec<u8>, String) {
+        let config =
+            format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
+        let config_digest = self.push_blob(repo, &config).await;
+        let mut descs = Vec::new();
+        for i in 0..layers {
+            let data = bytes(seed * 100 + i as u64, 1000 + i * 10);
+            let d = self.push_blob(repo, &data).await;
+            descs.push(format!(
+                r#"{{"mediaType":"{OCI_LAYER}","digest":"{d}","size":{}}}"#,
+                data.len()
+            ));
+        }
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+            config.len(),
+            descs.join(",")
+        )
+        .into_bytes();
+        let r = self.put_manifest(repo, tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        let digest = sha256(&manifest);
+        (manifest, digest)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn location(r: &Response) -> String {
+    header(r, "location")
+}
+
+pub fn header(r: &Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name} in {:?}", r.headers()))
+        .to_str()
+        .expect("ascii header")
+        .to_owned()
+}
+
+pub fn with_query(url: &str, q: &str) -> String {
+    if url.contains('?') {
+        format!("{url}&{q}")
+    } else {
+        format!("{url}?{q}")
+    }
+}
+
+/// The OCI error code of an error response.
+pub async fn error_code(r: Response) -> String {
+    let v: serde_json::Value = r.json_body().await;
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub trait JsonBody {
+    fn json_body(self) -> impl std::future::Future<Output = serde_json::Value>;
+}
+
+impl JsonBody for Response {
+    async fn json_body(self) -> serde_json::Value {
+        let text = self.text().await.expect("body");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+}
+
+/// Waits until `path` exists or the timeout passes.
+pub fn wait_for(path: &Path, timeout: Duration) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
