@@ -2,6 +2,8 @@
 //! port with a fresh storage root and hands back a client for it.
 #![allow(dead_code)]
 
+pub mod layout;
+
 use reqwest::{Client, Method, Response, StatusCode};
 use sha2::Digest as _;
 use std::io::{BufRead, BufReader};
