@@ -353,7 +353,7 @@ impl Registry {
 
 /// Streams a body into a stage writer in batches, hashing as it goes.
 /// Returns the staged size. The writer is always finished, so whatever was
-/// received before an error is on disk.
+/// received before a client error is on disk.
 async fn pump(
     mut body: ByteStream,
     mut writer: Box<dyn StageWriter>,
@@ -387,9 +387,14 @@ async fn pump(
             }
         }
     }
-    if failure.is_none() && !batch.is_empty() {
+    // What arrived before a client failure is good data: keep it, so the
+    // upload can resume from there. After a write failure, stop writing.
+    let write_failed = failure
+        .as_ref()
+        .is_some_and(|f| !matches!(f, CoreError::Body(_)));
+    if !write_failed && !batch.is_empty() {
         if let Err(e) = writer.write(batch.freeze()).await {
-            failure = Some(e.into());
+            failure.get_or_insert(e.into());
         }
     }
     let size = writer.finish().await;
