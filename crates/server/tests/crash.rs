@@ -11,6 +11,9 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A push the server acknowledged: repository, digest, content.
+type Acked = (String, String, Vec<u8>);
+
 /// Every file under `blobs/` must hash to its own name: nothing half-written
 /// is ever at a content address.
 fn assert_blob_store_consistent(root: &std::path::Path) {
@@ -203,7 +206,7 @@ async fn sigkill_mid_upload_keeps_acknowledged_and_hides_partial() {
 #[tokio::test]
 async fn sigkill_during_concurrent_pushes_loses_nothing_acknowledged() {
     let mut s = Server::start();
-    let acknowledged: Arc<Mutex<Vec<(String, String, Vec<u8>)>>> = Arc::default();
+    let acknowledged: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let base = s.base.clone();
     let mut tasks = Vec::new();
     for worker in 0..6u64 {
