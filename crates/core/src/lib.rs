@@ -97,6 +97,7 @@ pub struct Registry {
     store: Arc<dyn Backend>,
     options: Arc<Options>,
     sessions: Arc<uploads::Sessions>,
+    catalog: Arc<listing::CatalogIndex>,
 }
 
 impl Registry {
@@ -105,6 +106,7 @@ impl Registry {
             store,
             options: Arc::new(options),
             sessions: Arc::default(),
+            catalog: Arc::default(),
         }
     }
 

@@ -1,8 +1,23 @@
 //! Tag lists and the catalog, in byte order, with `n`/`last` pagination.
+//!
+//! The catalog is answered from an in-memory index of repository names:
+//! built by one walk of storage on first use, and kept current by every
+//! write that can create a repository (see [`Registry::note_repo`]). Storage
+//! stays the source of truth; the index is derived and rebuilt at start.
 
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::RepoName;
 use berth_storage::Entry;
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::RwLock;
+
+/// The repository names known to this process.
+#[derive(Default)]
+pub struct CatalogIndex {
+    names: RwLock<BTreeSet<String>>,
+    loaded: tokio::sync::OnceCell<()>,
+}
 
 /// One page of names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +67,53 @@ impl Registry {
         Ok(is_repo(&self.store.list(&keys::repo(repo)).await?))
     }
 
-    /// All repository names.
+    /// Records that `repo` holds something. Called by every write that can
+    /// create a repository, whether or not the index is loaded yet, so a
+    /// walk racing with a write cannot lose the name.
+    pub(crate) fn note_repo(&self, repo: &RepoName) {
+        let known = self
+            .catalog
+            .names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(repo.as_str());
+        if !known {
+            self.catalog
+                .names
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(repo.to_string());
+        }
+    }
+
+    /// Repository names, after `last`, at most `n`.
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        self.catalog
+            .loaded
+            .get_or_try_init(|| async {
+                let walked = self.walk_repositories().await?;
+                self.catalog
+                    .names
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(walked);
+                Ok::<_, CoreError>(())
+            })
+            .await?;
+        let names = self.catalog.names.read().unwrap_or_else(|p| p.into_inner());
+        let lower = last.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut iter = names.range::<str, _>((lower, Bound::Unbounded));
+        let items: Vec<String> = iter
+            .by_ref()
+            .take(n.unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        let more = n.is_some_and(|n| n > 0) && iter.next().is_some();
+        Ok(Page { items, more })
+    }
+
+    /// Finds every repository in storage.
+    async fn walk_repositories(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(name) = pending.pop() {
@@ -77,8 +137,7 @@ impl Registry {
                 });
             }
         }
-        names.sort();
-        Ok(paginate(names, n, last))
+        Ok(names)
     }
 }
 

@@ -87,6 +87,7 @@ impl Registry {
         self.store
             .put_if_absent(&keys::manifest_link(repo, &digest), media_type)
             .await?;
+        self.note_repo(repo);
         let subject = m.subject.as_ref().map(|s| s.digest.clone());
         if let Some(subject) = &subject {
             let descriptor = Descriptor {

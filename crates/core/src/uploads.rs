@@ -300,6 +300,7 @@ impl Registry {
             self.store
                 .put_if_absent(&keys::layer_link(repo, digest), Bytes::new())
                 .await?;
+            self.note_repo(repo);
             return Ok(Mount::Mounted);
         }
         Ok(Mount::Started(self.start_upload(repo).await?))
@@ -347,6 +348,7 @@ impl Registry {
         self.store
             .put_if_absent(&keys::layer_link(repo, digest), Bytes::new())
             .await?;
+        self.note_repo(repo);
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use berth_oci::range::{parse_content_range, parse_range, Resolved};
 use berth_oci::{Digest, Endpoint, ErrorCode, RepoName};
 use futures_util::TryStreamExt;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Limited};
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -112,21 +112,7 @@ async fn handle(
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
             let limit = reg.options().max_manifest_size;
-            if content_length(headers)?.is_some_and(|n| n > limit as u64) {
-                return Err(berth_core::CoreError::ManifestTooLarge { limit }.into());
-            }
-            let bytes = match Limited::new(body, limit).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(e) if e.is::<LengthLimitError>() => {
-                    return Err(berth_core::CoreError::ManifestTooLarge { limit }.into())
-                }
-                Err(e) => {
-                    return Err(ApiError::with_detail(
-                        ErrorCode::ManifestInvalid,
-                        format!("body: {e}"),
-                    ))
-                }
-            };
+            let bytes = read_manifest_body(body, headers, limit).await?;
             let pushed = reg
                 .put_manifest(&repo, &reference, content_type.as_deref(), bytes)
                 .await?;
@@ -285,6 +271,42 @@ async fn start_upload(app: &App, repo: &RepoName, query: &Query, body: Body) -> 
         state.size,
     ))
 }
+
+/// Reads a manifest body of at most `limit` bytes. A larger one is read
+/// to its end (up to [`DRAIN_LIMIT`]) before the refusal, so that the client,
+/// still sending, reads a 413 instead of a reset connection.
+async fn read_manifest_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes> {
+    let too_large = || ApiError::from(berth_core::CoreError::ManifestTooLarge { limit });
+    let declared = content_length(headers)?;
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    if declared.is_some_and(|n| n > limit as u64) {
+        let _ = Limited::new(body, DRAIN_LIMIT as usize).collect().await;
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut total: u64 = 0;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk
+            .map_err(|e| ApiError::with_detail(ErrorCode::ManifestInvalid, format!("body: {e}")))?;
+        total += chunk.len() as u64;
+        if total > DRAIN_LIMIT {
+            return Err(too_large());
+        }
+        if total <= limit as u64 {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if total > limit as u64 {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
+}
+
+/// Most bytes of an oversized request read (and discarded) before refusing.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
 
 fn stream(body: Body) -> ByteStream {
     Box::pin(TryStreamExt::map_err(

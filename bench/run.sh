@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Berth's benchmark: Berth and CNCF distribution (Debian's docker-registry)
+# side by side in one run, with nginx as the ceiling for raw pulls.
+# Usage: bench/run.sh [SIZE_MIB]   (default 1024: the 1 GiB blob)
+# Prints a Markdown table (also written to bench/out/results.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-1024}
+TRIALS=${TRIALS:-3}
+
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+command -v ab >/dev/null || need+=(apache2-utils)
+command -v curl >/dev/null || need+=(curl)
+command -v bc >/dev/null || need+=(bc)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
+cargo build --release -q -p berth-server -p berth-bench
+BERTH="$CARGO_TARGET_DIR/release/berth"
+BB="$CARGO_TARGET_DIR/release/berth-bench"
+
+W=$(mktemp -d /tmp/berth-bench.XXXXXX)
+chmod 755 "$W"  # nginx workers run unprivileged
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+TICK=$(getconf CLK_TCK)
+
+# start_registry NAME DATADIR -> sets PID and URL
+start_registry() {
+  local name=$1 data=$2 port t0
+  port=$(free_port)
+  t0=$(date +%s%N)
+  mkdir -p "$data"
+  if [ "$name" = berth ]; then
+    printf '{"storage":{"rootDirectory":"%s"},"http":{"address":"127.0.0.1","port":"%s"},"log":{"level":"warn","output":"%s/berth.log"}}' \
+      "$data" "$port" "$W" > "$W/berth.json"
+    "$BERTH" serve "$W/berth.json" > /dev/null &
+  else
+    cat > "$W/dist.yml" <<YML
+version: 0.1
+log: { level: error, accesslog: { disabled: true } }
+storage: { filesystem: { rootdirectory: $data }, delete: { enabled: true } }
+http: { addr: 127.0.0.1:$port }
+YML
+    docker-registry serve "$W/dist.yml" > "$W/dist.log" 2>&1 &
+  fi
+  PID=$!
+  PIDS+=("$PID")
+  URL="http://127.0.0.1:$port"
+  "$BB" wait-ready --url "$URL/v2/" > /dev/null
+  READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+stop_registry() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+
+upload_url() { # base repo -> upload Location (absolute)
+  local loc
+  loc=$(curl -s -D - -o /dev/null -X POST "$1/v2/$2/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:" {print $2}')
+  case "$loc" in http*) echo "$loc" ;; *) echo "$1$loc" ;; esac
+}
+with_digest() { case "$1" in *\?*) echo "$1&digest=$2" ;; *) echo "$1?digest=$2" ;; esac; }
+
+echo "generating a ${SIZE_MIB} MiB blob..." >&2
+head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$W/big"
+DIGEST="sha256:$(openssl dgst -sha256 -r "$W/big" | cut -d' ' -f1)"
+mkdir -p "$W/pieces" && (cd "$W/pieces" && split -b 64M -d -a 3 ../big piece.)
+BYTES=$((SIZE_MIB * 1024 * 1024))
+
+declare -A R
+for reg in berth dist; do
+  echo "== $reg ==" >&2
+  # Monolithic push (fresh store each trial).
+  mono=(); mono_cpu=()
+  for t in $(seq "$TRIALS"); do
+    start_registry "$reg" "$W/$reg-mono-$t"
+    [ "$t" = 1 ] && R[$reg.rss_idle]=$(rss_kib "$PID")
+    c0=$(cpu_ticks "$PID")
+    u=$(with_digest "$(upload_url "$URL" big/mono)" "$DIGEST")
+    out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' -T "$W/big" "$u")
+    [ "${out%% *}" = 201 ] || { echo "$reg monolithic push failed: $out" >&2; exit 1; }
+    mono+=("${out#* }"); mono_cpu+=("$(( $(cpu_ticks "$PID") - c0 ))")
+    R[$reg.rss_peak_push]=$(hwm_kib "$PID")
+    stop_registry; rm -rf "$W/$reg-mono-$t"
+  done
+  R[$reg.mono_s]=$(printf '%s\n' "${mono[@]}" | median)
+  R[$reg.mono_cpu]=$(printf '%s\n' "${mono_cpu[@]}" | median)
+
+  # Chunked push (64 MiB PATCHes with Content-Range), then pulls.
+  chunked=()
+  for t in $(seq "$TRIALS"); do
+    start_registry "$reg" "$W/$reg-chunk"
+    u=$(upload_url "$URL" big/chunked)
+    t0=$(date +%s.%N); off=0
+    for p in "$W"/pieces/piece.*; do
+      n=$(stat -c %s "$p")
+      hdr=$(curl -s -D - -o /dev/null -X PATCH -H 'Expect:' -H 'Content-Type: application/octet-stream' -H "Content-Range: $off-$((off + n - 1))" -T "$p" "$u" | tr -d '\r')
+      code=$(echo "$hdr" | head -1 | awk '{print $2}')
+      [ "$code" = 202 ] || { echo "$reg PATCH failed: $code" >&2; exit 1; }
+      loc=$(echo "$hdr" | awk 'tolower($1)=="location:" {print $2}')
+      case "$loc" in http*) u=$loc ;; *) u="$URL$loc" ;; esac
+      off=$((off + n))
+    done
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "$(with_digest "$u" "$DIGEST")")
+    [ "$code" = 201 ] || { echo "$reg chunked PUT failed: $code" >&2; exit 1; }
+    chunked+=("$(echo "$(date +%s.%N) - $t0" | bc)")
+    if [ "$t" -lt "$TRIALS" ]; then stop_registry; rm -rf "$W/$reg-chunk"; fi
+  done
+  R[$reg.chunk_s]=$(printf '%s\n' "${chunked[@]}" | median)
+  pulls=(); pull_cpu=()
+  for t in $(seq "$TRIALS"); do
+    c0=$(cpu_ticks "$PID")
+    out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' "$URL/v2/big/chunked/blobs/$DIGEST")
+    [ "${out%% *}" = 200 ] || { echo "$reg pull failed: $out" >&2; exit 1; }
+    pulls+=("${out#* }"); pull_cpu+=("$(( $(cpu_ticks "$PID") - c0 ))")
+  done
+  R[$reg.pull_s]=$(printf '%s\n' "${pulls[@]}" | median)
+  R[$reg.pull_cpu]=$(printf '%s\n' "${pull_cpu[@]}" | median)
+  R[$reg.rss_peak_blob]=$(hwm_kib "$PID")
+  stop_registry; rm -rf "$W/$reg-chunk"
+
+  # Small images at concurrency 8, then manifest GET/HEAD by tag at 32.
+  start_registry "$reg" "$W/$reg-small"
+  c0=$(cpu_ticks "$PID")
+  small=$("$BB" push-small --base "$URL" --concurrency 8 --images "${SMALL_IMAGES:-2000}")
+  R[$reg.small_rate]=$(echo "$small" | sed 's/.*"images_per_sec":\([0-9.]*\).*/\1/')
+  R[$reg.small_cpu_ms]=$(echo "scale=3; ($(cpu_ticks "$PID") - $c0) * 1000 / $TICK / ${SMALL_IMAGES:-2000}" | bc)
+  acc='Accept: application/vnd.oci.image.manifest.v1+json'
+  murl="$URL/v2/bench/small/manifests/t7"
+  w=$(wrk -t1 -c32 -d"${DURATION:-10}"s --latency -H "$acc" "$murl")
+  R[$reg.get_rps]=$(echo "$w" | awk '/^Requests\/sec/ {print int($2)}')
+  R[$reg.get_p50]=$(echo "$w" | awk '$1=="50%" {print $2}')
+  R[$reg.get_p99]=$(echo "$w" | awk '$1=="99%" {print $2}')
+  a=$(ab -k -i -q -c32 -t"${DURATION:-10}" -n 10000000 -H "$acc" "$murl" 2>/dev/null)
+  R[$reg.head_rps]=$(echo "$a" | awk '/^Requests per second/ {print int($4)}')
+  R[$reg.head_p50]=$(echo "$a" | awk '$1=="50%" {print $2"ms"}')
+  R[$reg.head_p99]=$(echo "$a" | awk '$1=="99%" {print $2"ms"}')
+
+  # Listings.
+  "$BB" seed-tags --base "$URL" --repo bench/tags --tags 1000 >/dev/null
+  R[$reg.tags_ms]=$(printf '%.2f' "$("$BB" latency --url "$URL/v2/bench/tags/tags/list" --requests 200 | sed 's/.*"p50_ms":\([0-9.]*\).*/\1/')")
+  "$BB" seed-repos --base "$URL" --repos 1000 >/dev/null
+  R[$reg.catalog_ms]=$(printf '%.2f' "$("$BB" latency --url "$URL/v2/_catalog?n=1000" --requests 100 | sed 's/.*"p50_ms":\([0-9.]*\).*/\1/')")
+  R[$reg.rss_peak]=$(hwm_kib "$PID")
+  stop_registry
+  # Start-up with 1,000+ repositories stored.
+  starts=()
+  for t in $(seq "$TRIALS"); do
+    start_registry "$reg" "$W/$reg-small"; starts+=("$READY_MS"); stop_registry
+  done
+  R[$reg.start_ms]=$(printf '%s\n' "${starts[@]}" | median)
+  rm -rf "$W/$reg-small"
+done
+
+# nginx: the ceiling for a raw pull of the same file.
+port=$(free_port); mkdir -p "$W/www" "$W/nginx"; ln "$W/big" "$W/www/big"
+cat > "$W/nginx.conf" <<NGX
+worker_processes 1; error_log $W/nginx/error.log; pid $W/nginx/nginx.pid; daemon off;
+events {}
+http { access_log off; sendfile on; server { listen 127.0.0.1:$port; root $W/www; } }
+NGX
+nginx -c "$W/nginx.conf" -p "$W/nginx" & PIDS+=("$!"); sleep 0.5
+ng=()
+for t in $(seq "$TRIALS"); do out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' "http://127.0.0.1:$port/big"); [ "${out%% *}" = 200 ] || { echo "nginx: $out" >&2; exit 1; }; ng+=("${out#* }"); done
+NGINX_S=$(printf '%s\n' "${ng[@]}" | median)
+
+gbps() { printf '%.2f' "$(echo "scale=4; $BYTES / $1 / 1000000000" | bc)"; }
+ratio() { printf '%.2f' "$(echo "scale=4; $1 / $2" | bc)"; }
+mkdir -p bench/out
+{
+  echo "Berth vs CNCF distribution $(docker-registry --version 2>&1 | awk '{print $3}'), ${SIZE_MIB} MiB blob, median of $TRIALS; $(nproc) cores, $(date -u +%F)."
+  echo
+  echo "| measure | Berth | distribution | Berth advantage |"
+  echo "|---|---|---|---|"
+  echo "| monolithic push | $(gbps "${R[berth.mono_s]}") GB/s ($(printf '%.2f' "${R[berth.mono_s]}") s) | $(gbps "${R[dist.mono_s]}") GB/s ($(printf '%.2f' "${R[dist.mono_s]}") s) | $(ratio "${R[dist.mono_s]}" "${R[berth.mono_s]}")x |"
+  echo "| server CPU for that push | $(echo "scale=2; ${R[berth.mono_cpu]}/$TICK" | bc) s | $(echo "scale=2; ${R[dist.mono_cpu]}/$TICK" | bc) s | |"
+  echo "| chunked push (64 MiB chunks) | $(gbps "${R[berth.chunk_s]}") GB/s | $(gbps "${R[dist.chunk_s]}") GB/s | $(ratio "${R[dist.chunk_s]}" "${R[berth.chunk_s]}")x |"
+  echo "| pull | $(gbps "${R[berth.pull_s]}") GB/s | $(gbps "${R[dist.pull_s]}") GB/s | $(ratio "${R[dist.pull_s]}" "${R[berth.pull_s]}")x |"
+  echo "| pull vs nginx ($(gbps "$NGINX_S") GB/s) | $(echo "scale=0; 100 * $NGINX_S / ${R[berth.pull_s]}" | bc)% | $(echo "scale=0; 100 * $NGINX_S / ${R[dist.pull_s]}" | bc)% | |"
+  echo "| small-image push, c=8 | ${R[berth.small_rate]%.*} img/s, ${R[berth.small_cpu_ms]} ms CPU/img | ${R[dist.small_rate]%.*} img/s, ${R[dist.small_cpu_ms]} ms CPU/img | $(ratio "${R[berth.small_rate]}" "${R[dist.small_rate]}")x |"
+  echo "| manifest GET by tag, c=32 | ${R[berth.get_rps]} req/s, p50 ${R[berth.get_p50]}, p99 ${R[berth.get_p99]} | ${R[dist.get_rps]} req/s, p50 ${R[dist.get_p50]}, p99 ${R[dist.get_p99]} | $(ratio "${R[berth.get_rps]}" "${R[dist.get_rps]}")x |"
+  echo "| manifest HEAD by tag, c=32 | ${R[berth.head_rps]} req/s, p50 ${R[berth.head_p50]}, p99 ${R[berth.head_p99]} | ${R[dist.head_rps]} req/s, p50 ${R[dist.head_p50]}, p99 ${R[dist.head_p99]} | $(ratio "${R[berth.head_rps]}" "${R[dist.head_rps]}")x |"
+  echo "| tags/list, 1,000 tags (p50) | ${R[berth.tags_ms]} ms | ${R[dist.tags_ms]} ms | $(ratio "${R[dist.tags_ms]}" "${R[berth.tags_ms]}")x |"
+  echo "| _catalog, 1,000 repositories (p50) | ${R[berth.catalog_ms]} ms | ${R[dist.catalog_ms]} ms | $(ratio "${R[dist.catalog_ms]}" "${R[berth.catalog_ms]}")x |"
+  echo "| start-up, 1,000 repositories stored | ${R[berth.start_ms]} ms | ${R[dist.start_ms]} ms | |"
+  echo "| RSS idle | $((R[berth.rss_idle] / 1024)) MiB | $((R[dist.rss_idle] / 1024)) MiB | |"
+  echo "| RSS peak: 1 GiB push / pull / small images | $((R[berth.rss_peak_push] / 1024)) / $((R[berth.rss_peak_blob] / 1024)) / $((R[berth.rss_peak] / 1024)) MiB | $((R[dist.rss_peak_push] / 1024)) / $((R[dist.rss_peak_blob] / 1024)) / $((R[dist.rss_peak] / 1024)) MiB | |"
+} | tee bench/out/results.md
