@@ -109,15 +109,7 @@ async fn client_disconnect_mid_upload() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    assert_eq!(
-        s.get(&format!("/v2/crash/blobs/{digest}"))
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            .to_vec(),
-        data
-    );
+    assert_eq!(s.blob("crash", &digest).await, data);
 }
 
 #[tokio::test]

@@ -205,6 +205,16 @@ impl Server {
         digest
     }
 
+    /// The bytes of a blob, which must be there.
+    pub async fn blob(&self, repo: &str, digest: &str) -> Vec<u8> {
+        let r = expect_status(
+            self.get(&format!("/v2/{repo}/blobs/{digest}")).await,
+            StatusCode::OK,
+        )
+        .await;
+        r.bytes().await.expect("body").to_vec()
+    }
+
     /// Pushes a manifest; returns the response.
     pub async fn put_manifest(
         &self,
@@ -265,6 +275,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Asserts the status, showing the body when it differs.
+pub async fn expect_status(r: Response, status: StatusCode) -> Response {
+    if r.status() != status {
+        let got = r.status();
+        panic!(
+            "expected {status}, got {got}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    r
 }
 
 pub fn location(r: &Response) -> String {
