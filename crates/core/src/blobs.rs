@@ -2,7 +2,7 @@
 
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::{Digest, RepoName};
-use berth_storage::{ByteStream, StorageError};
+use berth_storage::{ByteStream, Durability, StorageError};
 
 impl Registry {
     /// Size of a blob of `repo`.
@@ -36,7 +36,11 @@ impl Registry {
     /// Removes a blob from a repository. The content stays for other
     /// repositories; garbage collection reclaims it when nothing links it.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        if self.store.delete(&keys::layer_link(repo, digest)).await? {
+        if self
+            .store
+            .delete(&keys::layer_link(repo, digest), Durability::Durable)
+            .await?
+        {
             Ok(())
         } else {
             Err(CoreError::BlobUnknown)

@@ -19,6 +19,7 @@ pub const LAYERS: &str = "_layers";
 pub const MANIFESTS: &str = "_manifests";
 pub const TAGS: &str = "_tags";
 pub const REFERRERS: &str = "_referrers";
+pub const UPLOADS: &str = "uploads";
 
 pub fn blob(d: &Digest) -> String {
     format!(
@@ -75,5 +76,5 @@ pub fn referrer(r: &RepoName, subject: &Digest, referrer: &Digest) -> String {
 }
 
 pub fn upload(id: &str) -> String {
-    format!("uploads/{id}")
+    format!("{UPLOADS}/{id}")
 }

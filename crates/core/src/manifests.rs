@@ -9,6 +9,7 @@
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::manifest::{self, Descriptor};
 use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use berth_storage::Durability;
 use bytes::Bytes;
 
 /// A manifest as served.
@@ -110,7 +111,7 @@ impl Registry {
             let current = self.store.get(&key).await?;
             if current.as_deref().and_then(parse_digest).as_ref() != Some(&digest) {
                 self.store
-                    .put(&key, Bytes::from(digest.to_string()))
+                    .put(&key, Bytes::from(digest.to_string()), Durability::Durable)
                     .await?;
             }
         }
@@ -180,7 +181,11 @@ impl Registry {
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         let digest = match reference {
             Reference::Tag(t) => {
-                return if self.store.delete(&keys::tag(repo, t)).await? {
+                return if self
+                    .store
+                    .delete(&keys::tag(repo, t), Durability::Durable)
+                    .await?
+                {
                     Ok(())
                 } else {
                     Err(CoreError::ManifestUnknown)
@@ -198,19 +203,24 @@ impl Registry {
                 continue;
             };
             if self.tag_target(repo, &tag).await?.as_ref() == Some(digest) {
-                self.store.delete(&keys::tag(repo, &tag)).await?;
+                self.store
+                    .delete(&keys::tag(repo, &tag), Durability::Durable)
+                    .await?;
             }
         }
         if let Some(body) = self.store.get(&keys::blob(digest)).await? {
             if let Ok(m) = manifest::parse(&body, None) {
                 if let Some(subject) = m.subject {
                     self.store
-                        .delete(&keys::referrer(repo, &subject.digest, digest))
+                        .delete(
+                            &keys::referrer(repo, &subject.digest, digest),
+                            Durability::Durable,
+                        )
                         .await?;
                 }
             }
         }
-        self.store.delete(&link).await?;
+        self.store.delete(&link, Durability::Durable).await?;
         Ok(())
     }
 

@@ -9,21 +9,23 @@
 
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::{Algorithm, Digest, Hasher, RepoName};
-use berth_storage::{ByteStream, StageWriter, StorageError};
-use bytes::{Bytes, BytesMut};
+use berth_storage::{ByteStream, Durability, StageWriter, StorageError};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-
-/// Bytes gathered before one write to the backend.
-const WRITE_BATCH: usize = 1024 * 1024;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// The persisted part of a session.
 #[derive(Serialize, Deserialize)]
 struct Record {
     repo: String,
+    /// Seconds since the Unix epoch when the session was opened.
+    #[serde(default)]
+    started: u64,
 }
 
 struct Session {
@@ -93,15 +95,20 @@ impl Registry {
     /// Opens a new, empty upload session for `repo`.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState> {
         let id = uuid::Uuid::new_v4().to_string();
+        let started = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let record = serde_json::to_vec(&Record {
             repo: repo.to_string(),
+            started,
         })
         .map_err(std::io::Error::other)
         .map_err(StorageError::Io)?;
+        // The record need not survive power loss: a client whose session
+        // vanished starts another. The staged bytes appear on first write.
         self.store
-            .put(&keys::upload(&id), Bytes::from(record))
+            .put(&keys::upload(&id), Bytes::from(record), Durability::Lazy)
             .await?;
-        self.store.stage_writer(&id, 0).await?.finish().await?;
         self.sessions.insert(
             &id,
             Session {
@@ -125,11 +132,7 @@ impl Registry {
                     .ok_or(CoreError::UploadUnknown)?;
                 let record: Record =
                     serde_json::from_slice(&record).map_err(|_| CoreError::UploadUnknown)?;
-                let size = self
-                    .store
-                    .stage_size(id)
-                    .await?
-                    .ok_or(CoreError::UploadUnknown)?;
+                let size = self.store.stage_size(id).await?.unwrap_or(0);
                 let repo = RepoName::parse(&record.repo).ok_or(CoreError::UploadUnknown)?;
                 self.sessions.insert(
                     id,
@@ -224,8 +227,13 @@ impl Registry {
     ) -> Result<()> {
         let arc = self.session(repo, id).await?;
         let mut s = arc.lock().await;
-        if let Some(body) = body {
-            self.append_locked(id, &mut s, range, body).await?;
+        match body {
+            Some(body) => self.append_locked(id, &mut s, range, body).await?,
+            // Nothing was ever written (the empty blob): stage it empty.
+            None if s.size == 0 => {
+                self.store.stage_writer(id, 0).await?.finish().await?;
+            }
+            None => {}
         }
         let computed = match s.hasher.as_ref() {
             Some(h) if h.algorithm() == digest.algorithm() => h.clone().finish(),
@@ -240,7 +248,9 @@ impl Registry {
                 computed,
             })
         };
-        self.store.delete(&keys::upload(id)).await?;
+        self.store
+            .delete(&keys::upload(id), Durability::Lazy)
+            .await?;
         self.sessions.remove(id);
         result
     }
@@ -275,7 +285,9 @@ impl Registry {
         let arc = self.session(repo, id).await?;
         let _held = arc.lock().await;
         self.store.stage_delete(id).await?;
-        self.store.delete(&keys::upload(id)).await?;
+        self.store
+            .delete(&keys::upload(id), Durability::Lazy)
+            .await?;
         self.sessions.remove(id);
         Ok(())
     }
@@ -310,10 +322,28 @@ impl Registry {
     /// Returns how many were removed.
     pub async fn expire_uploads(&self) -> Result<usize> {
         let now = SystemTime::now();
+        let ttl = self.options.upload_ttl;
+        let mut last_touched: HashMap<String, SystemTime> =
+            self.store.stage_list().await?.into_iter().collect();
+        // Sessions opened but never written have a record and no stage.
+        for entry in self.store.list(keys::UPLOADS).await? {
+            if last_touched.contains_key(&entry.name)
+                || berth_storage::check_id(&entry.name).is_err()
+            {
+                continue;
+            }
+            let started = match self.store.get(&keys::upload(&entry.name)).await? {
+                Some(json) => serde_json::from_slice::<Record>(&json).map_or(0, |r| r.started),
+                None => continue,
+            };
+            last_touched.insert(
+                entry.name,
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(started),
+            );
+        }
         let mut removed = 0;
-        for (id, modified) in self.store.stage_list().await? {
-            let age = now.duration_since(modified).unwrap_or_default();
-            if age < self.options.upload_ttl {
+        for (id, touched) in last_touched {
+            if now.duration_since(touched).unwrap_or_default() < ttl {
                 continue;
             }
             if let Some(s) = self.sessions.get(&id) {
@@ -321,7 +351,9 @@ impl Registry {
                 let Ok(_held) = s.try_lock() else { continue };
             }
             self.store.stage_delete(&id).await?;
-            self.store.delete(&keys::upload(&id)).await?;
+            self.store
+                .delete(&keys::upload(&id), Durability::Lazy)
+                .await?;
             self.sessions.remove(&id);
             removed += 1;
         }
@@ -353,15 +385,23 @@ impl Registry {
     }
 }
 
-/// Streams a body into a stage writer in batches, hashing as it goes.
-/// Returns the staged size. The writer is always finished, so whatever was
-/// received before a client error is on disk.
+/// Bodies up to this size are hashed on the receiving task; past it a
+/// hashing thread takes over, so receiving, hashing and writing overlap.
+const HASH_OFFLOAD: usize = 1024 * 1024;
+/// Chunks waiting for the hashing thread.
+const HASH_QUEUE: usize = 32;
+
+/// Streams a body into a stage writer, hashing as it goes, without copying
+/// it: each chunk is shared by the hasher and the writer. Returns the staged
+/// size. The writer is always finished, so whatever was received before a
+/// client error is on disk.
 async fn pump(
     mut body: ByteStream,
     mut writer: Box<dyn StageWriter>,
     mut hasher: Option<&mut Hasher>,
 ) -> Result<u64> {
-    let mut batch = BytesMut::new();
+    let mut offload: Option<(mpsc::Sender<Bytes>, JoinHandle<Hasher>)> = None;
+    let mut seen = 0usize;
     let mut failure = None;
     while let Some(chunk) = body.next().await {
         let chunk = match chunk {
@@ -371,35 +411,41 @@ async fn pump(
                 break;
             }
         };
-        if let Some(h) = hasher.as_deref_mut() {
-            h.update(&chunk);
-        }
-        if batch.is_empty() && chunk.len() >= WRITE_BATCH {
-            if let Err(e) = writer.write(chunk).await {
-                failure = Some(e.into());
-                break;
+        seen += chunk.len();
+        if let Some((tx, _)) = &offload {
+            // The thread only stops when the channel closes.
+            let _ = tx.send(chunk.clone()).await;
+        } else if let Some(h) = hasher.as_deref_mut() {
+            if seen > HASH_OFFLOAD {
+                let (tx, mut rx) = mpsc::channel::<Bytes>(HASH_QUEUE);
+                let mut running = h.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    while let Some(c) = rx.blocking_recv() {
+                        running.update(&c);
+                    }
+                    running
+                });
+                let _ = tx.send(chunk.clone()).await;
+                offload = Some((tx, task));
+            } else {
+                h.update(&chunk);
             }
-            continue;
         }
-        batch.extend_from_slice(&chunk);
-        if batch.len() >= WRITE_BATCH {
-            if let Err(e) = writer.write(batch.split().freeze()).await {
-                failure = Some(e.into());
-                break;
-            }
-        }
-    }
-    // What arrived before a client failure is good data: keep it, so the
-    // upload can resume from there. After a write failure, stop writing.
-    let write_failed = failure
-        .as_ref()
-        .is_some_and(|f| !matches!(f, CoreError::Body(_)));
-    if !write_failed && !batch.is_empty() {
-        if let Err(e) = writer.write(batch.freeze()).await {
-            failure.get_or_insert(e.into());
+        if let Err(e) = writer.write(chunk).await {
+            failure = Some(e.into());
+            break;
         }
     }
     let size = writer.finish().await;
+    if let Some((tx, task)) = offload {
+        drop(tx);
+        let hashed = task
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+        if let Some(h) = hasher {
+            *h = hashed;
+        }
+    }
     match (failure, size) {
         (Some(e), _) => Err(e),
         (None, Ok(size)) => Ok(size),

@@ -6,7 +6,9 @@
 //! the new one, never part of one. Temporary and staged files live under
 //! names starting with `.`, which no key can have.
 
-use crate::{check_id, check_key, Backend, ByteStream, Entry, Result, StageWriter, StorageError};
+use crate::{
+    check_id, check_key, Backend, ByteStream, Durability, Entry, Result, StageWriter, StorageError,
+};
 use bytes::{Bytes, BytesMut};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -19,8 +21,12 @@ use tokio::task::{spawn_blocking, JoinHandle};
 const SMALL_READ: u64 = 256 * 1024;
 /// Size of each chunk of a streamed read.
 const READ_CHUNK: usize = 512 * 1024;
-/// Chunks a reader or writer may hold in flight.
-const QUEUE_DEPTH: usize = 4;
+/// Chunks (of [`READ_CHUNK`]) a streamed read may hold in flight.
+const READ_QUEUE: usize = 4;
+/// Request-body chunks (at most a few hundred KiB each) a writer may hold.
+const QUEUE_DEPTH: usize = 32;
+/// Bytes a stage writer gathers before it starts a writer thread.
+const INLINE_WRITE: usize = 256 * 1024;
 
 /// A filesystem store.
 #[derive(Debug, Clone)]
@@ -57,19 +63,25 @@ fn temp_name(dir: &Path) -> PathBuf {
 }
 
 /// Writes `data` to a fresh temporary file next to `path` and returns it.
-fn write_temp(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
+fn write_temp(path: &Path, data: &[u8], sync: bool) -> io::Result<PathBuf> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("key has no parent"))?;
     fs::create_dir_all(dir)?;
     let tmp = temp_name(dir);
     let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-    let res = f.write_all(data).and_then(|_| f.sync_all());
+    let res = f
+        .write_all(data)
+        .and_then(|_| if sync { f.sync_all() } else { Ok(()) });
     if let Err(e) = res {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
     Ok(tmp)
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
 }
 
 impl FsBackend {
@@ -97,7 +109,7 @@ impl FsBackend {
 
 /// Streams a file region through a blocking thread.
 fn stream_file(mut file: File, start: u64, end: u64) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(QUEUE_DEPTH);
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE);
     spawn_blocking(move || {
         if let Err(e) = file.seek(SeekFrom::Start(start)) {
             let _ = tx.blocking_send(Err(e));
@@ -135,28 +147,92 @@ fn stream_file(mut file: File, start: u64, end: u64) -> ByteStream {
     }))
 }
 
+/// Opens a staged upload for appending at `offset` (0 creates it afresh).
+fn open_stage(path: &Path, offset: u64) -> io::Result<File> {
+    if offset == 0 {
+        return OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path);
+    }
+    let f = OpenOptions::new().append(true).open(path)?;
+    let actual = f.metadata()?.len();
+    if actual != offset {
+        return Err(io::Error::other(format!(
+            "staged upload is {actual} bytes, not {offset}"
+        )));
+    }
+    Ok(f)
+}
+
+fn write_chunks(f: &mut File, chunks: &[Bytes]) -> io::Result<u64> {
+    let mut n = 0;
+    for c in chunks {
+        f.write_all(c)?;
+        n += c.len() as u64;
+    }
+    Ok(n)
+}
+
+/// Appends to a staged file. Small uploads are gathered and written in one
+/// blocking call at `finish`; past [`INLINE_WRITE`] bytes a writer thread
+/// takes over, so receiving and writing overlap and at most
+/// [`QUEUE_DEPTH`] chunks wait in memory.
 struct FsStageWriter {
-    tx: Option<mpsc::Sender<Bytes>>,
-    task: JoinHandle<io::Result<u64>>,
+    path: PathBuf,
+    offset: u64,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    thread: Option<(mpsc::Sender<Bytes>, JoinHandle<io::Result<u64>>)>,
 }
 
 #[async_trait::async_trait]
 impl StageWriter for FsStageWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        let tx = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| io::Error::other("writer closed"))?;
-        if tx.send(data).await.is_err() {
-            // The thread stopped on an error; `finish` reports it.
-            self.tx = None;
+        if let Some((tx, _)) = &self.thread {
+            // If the thread stopped on an error, `finish` reports it.
+            let _ = tx.send(data).await;
+            return Ok(());
+        }
+        self.pending_len += data.len();
+        self.pending.push(data);
+        if self.pending_len >= INLINE_WRITE {
+            let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+            let (path, offset) = (self.path.clone(), self.offset);
+            let first = std::mem::take(&mut self.pending);
+            let task = spawn_blocking(move || {
+                let mut f = open_stage(&path, offset)?;
+                let mut size = offset + write_chunks(&mut f, &first)?;
+                drop(first);
+                while let Some(chunk) = rx.blocking_recv() {
+                    f.write_all(&chunk)?;
+                    size += chunk.len() as u64;
+                }
+                Ok(size)
+            });
+            self.thread = Some((tx, task));
         }
         Ok(())
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<u64> {
-        self.tx = None;
-        match (&mut self.task).await {
+    async fn finish(self: Box<Self>) -> Result<u64> {
+        let me = *self;
+        let joined = match me.thread {
+            Some((tx, task)) => {
+                drop(tx);
+                task.await
+            }
+            None => {
+                let (path, offset, pending) = (me.path, me.offset, me.pending);
+                spawn_blocking(move || {
+                    let mut f = open_stage(&path, offset)?;
+                    Ok(offset + write_chunks(&mut f, &pending)?)
+                })
+                .await
+            }
+        };
+        match joined {
             Ok(r) => r.map_err(StorageError::Io),
             Err(e) => Err(StorageError::Io(io::Error::other(e))),
         }
@@ -204,15 +280,19 @@ impl Backend for FsBackend {
         Ok(stream_file(file, start, end))
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put(&self, key: &str, data: Bytes, durability: Durability) -> Result<()> {
         let path = self.path(key)?;
+        let durable = durability == Durability::Durable;
         blocking(move || {
-            let tmp = write_temp(&path, &data)?;
+            let tmp = write_temp(&path, &data, durable)?;
             if let Err(e) = fs::rename(&tmp, &path) {
                 let _ = fs::remove_file(&tmp);
                 return Err(e);
             }
-            sync_dir(path.parent().unwrap_or(Path::new(".")))
+            if durable {
+                sync_dir(parent(&path))?;
+            }
+            Ok(())
         })
         .await
     }
@@ -223,15 +303,22 @@ impl Backend for FsBackend {
             if path.exists() {
                 return Ok(false);
             }
-            let tmp = write_temp(&path, &data)?;
+            if data.is_empty() {
+                // An empty object needs no temporary: creating the name is
+                // atomic, and there is no content to be torn.
+                fs::create_dir_all(parent(&path))?;
+                return match OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(_) => sync_dir(parent(&path)).map(|_| true),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(e),
+                };
+            }
+            let tmp = write_temp(&path, &data, true)?;
             // A hard link fails if the name exists: create-once without a race.
             let res = fs::hard_link(&tmp, &path);
             let _ = fs::remove_file(&tmp);
             match res {
-                Ok(()) => {
-                    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-                    Ok(true)
-                }
+                Ok(()) => sync_dir(parent(&path)).map(|_| true),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(e),
             }
@@ -239,12 +326,12 @@ impl Backend for FsBackend {
         .await
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete(&self, key: &str, durability: Durability) -> Result<bool> {
         let path = self.path(key)?;
         blocking(move || {
             let existed = not_found_to_none(fs::remove_file(&path))?.is_some();
-            if existed {
-                sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+            if existed && durability == Durability::Durable {
+                sync_dir(parent(&path))?;
             }
             Ok(existed)
         })
@@ -285,21 +372,8 @@ impl Backend for FsBackend {
 
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>> {
         let path = self.stage_path(id)?;
-        let mut file = blocking(move || {
-            if offset == 0 {
-                OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-            } else {
-                OpenOptions::new().append(true).open(&path)
-            }
-        })
-        .await?;
         if offset > 0 {
-            let f2 = file.try_clone()?;
-            let actual = blocking(move || f2.metadata().map(|m| m.len())).await?;
+            let actual = tokio::fs::metadata(&path).await?.len();
             if actual != offset {
                 return Err(StorageError::Offset {
                     expected: offset,
@@ -307,16 +381,13 @@ impl Backend for FsBackend {
                 });
             }
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
-        let task = spawn_blocking(move || {
-            let mut size = offset;
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                size += chunk.len() as u64;
-            }
-            Ok(size)
-        });
-        Ok(Box::new(FsStageWriter { tx: Some(tx), task }))
+        Ok(Box::new(FsStageWriter {
+            path,
+            offset,
+            pending: Vec::new(),
+            pending_len: 0,
+            thread: None,
+        }))
     }
 
     async fn stage_size(&self, id: &str) -> Result<Option<u64>> {
@@ -399,8 +470,14 @@ mod tests {
     async fn no_temporary_file_is_left_or_listed() {
         let dir = tempfile::tempdir().unwrap();
         let store = FsBackend::open(dir.path(), false).unwrap();
-        store.put("a/b", Bytes::from_static(b"x")).await.unwrap();
-        store.put("a/b", Bytes::from_static(b"y")).await.unwrap();
+        store
+            .put("a/b", Bytes::from_static(b"x"), Durability::Durable)
+            .await
+            .unwrap();
+        store
+            .put("a/b", Bytes::from_static(b"y"), Durability::Lazy)
+            .await
+            .unwrap();
         assert!(!store
             .put_if_absent("a/b", Bytes::from_static(b"z"))
             .await

@@ -44,6 +44,17 @@ pub enum StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// Whether a write must survive power loss before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the data and the directory entry before returning.
+    Durable,
+    /// Atomic, and safe against a process crash, but the OS may still hold
+    /// it in memory: for bookkeeping a client never relies on (upload
+    /// records), never for anything acknowledged.
+    Lazy,
+}
+
 /// An entry of a listing.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Entry {
@@ -71,12 +82,13 @@ pub trait Backend: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
     /// Bytes `start..end` of an object (`end` = its size when `None`).
     async fn read(&self, key: &str, start: u64, end: Option<u64>) -> Result<ByteStream>;
-    /// Creates or replaces an object atomically and durably.
-    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
-    /// Creates an object if absent; returns whether it was created.
+    /// Creates or replaces an object atomically.
+    async fn put(&self, key: &str, data: Bytes, durability: Durability) -> Result<()>;
+    /// Creates an object if absent, atomically and durably; returns whether
+    /// it was created.
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
     /// Removes an object; returns whether it existed.
-    async fn delete(&self, key: &str) -> Result<bool>;
+    async fn delete(&self, key: &str, durability: Durability) -> Result<bool>;
     /// Removes every object under a prefix.
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
     /// The entries directly under a prefix (`""` for the root), sorted by name.

@@ -1,6 +1,8 @@
 //! An in-memory store, for tests. Same contract as the filesystem one.
 
-use crate::{check_id, check_key, Backend, ByteStream, Entry, Result, StageWriter, StorageError};
+use crate::{
+    check_id, check_key, Backend, ByteStream, Durability, Entry, Result, StageWriter, StorageError,
+};
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,7 +79,7 @@ impl Backend for MemBackend {
         )])))
     }
 
-    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+    async fn put(&self, key: &str, data: Bytes, _: Durability) -> Result<()> {
         check_key(key, false)?;
         self.lock().objects.insert(key.to_owned(), data);
         Ok(())
@@ -93,7 +95,7 @@ impl Backend for MemBackend {
         Ok(true)
     }
 
-    async fn delete(&self, key: &str) -> Result<bool> {
+    async fn delete(&self, key: &str, _: Durability) -> Result<bool> {
         check_key(key, false)?;
         Ok(self.lock().objects.remove(key).is_some())
     }

@@ -1,7 +1,7 @@
 //! The behaviour every [`Backend`] must show. Each backend's tests call
 //! [`run`]; a new backend is done when it passes.
 
-use crate::{Backend, Entry, StorageError};
+use crate::{Backend, Durability::Durable, Durability::Lazy, Entry, StorageError};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 
@@ -33,12 +33,15 @@ pub async fn run(store: &dyn Backend) {
         Err(StorageError::NotFound)
     ));
     store
-        .put("a/b", Bytes::from_static(b"hello"))
+        .put("a/b", Bytes::from_static(b"hello"), Lazy)
         .await
         .unwrap();
     assert_eq!(store.stat("a/b").await.unwrap(), Some(5));
     assert_eq!(store.get("a/b").await.unwrap().unwrap(), "hello");
-    store.put("a/b", Bytes::from_static(b"bye")).await.unwrap();
+    store
+        .put("a/b", Bytes::from_static(b"bye"), Durable)
+        .await
+        .unwrap();
     assert_eq!(store.get("a/b").await.unwrap().unwrap(), "bye");
     assert!(!store
         .put_if_absent("a/b", Bytes::from_static(b"no"))
@@ -48,7 +51,7 @@ pub async fn run(store: &dyn Backend) {
     assert_eq!(store.get("a/b").await.unwrap().unwrap(), "bye");
 
     // Listing: direct children only, sorted, directories marked.
-    store.put("a/a", Bytes::new()).await.unwrap();
+    store.put("a/a", Bytes::new(), Durable).await.unwrap();
     assert_eq!(
         store.list("a").await.unwrap(),
         vec![entry("a", false), entry("b", false), entry("c", true)]
@@ -58,7 +61,10 @@ pub async fn run(store: &dyn Backend) {
 
     // Ranged reads, small and large.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    store.put("big", Bytes::from(big.clone())).await.unwrap();
+    store
+        .put("big", Bytes::from(big.clone()), Durable)
+        .await
+        .unwrap();
     assert_eq!(read_all(store, "big", 0, None).await, big);
     assert_eq!(read_all(store, "big", 10, Some(20)).await, &big[10..20]);
     assert_eq!(
@@ -71,8 +77,8 @@ pub async fn run(store: &dyn Backend) {
     );
 
     // Deletion.
-    assert!(store.delete("a/a").await.unwrap());
-    assert!(!store.delete("a/a").await.unwrap());
+    assert!(store.delete("a/a", Durable).await.unwrap());
+    assert!(!store.delete("a/a", Durable).await.unwrap());
     store.delete_prefix("a").await.unwrap();
     assert_eq!(store.get("a/b").await.unwrap(), None);
     assert_eq!(store.get("a/c/d").await.unwrap(), None);
@@ -91,7 +97,7 @@ pub async fn run(store: &dyn Backend) {
     ] {
         assert!(
             matches!(
-                store.put(bad, Bytes::new()).await,
+                store.put(bad, Bytes::new(), Lazy).await,
                 Err(StorageError::InvalidKey(_))
             ),
             "{bad}"

@@ -1,0 +1,83 @@
+//! The registry over the in-memory backend: behaviour that needs no HTTP.
+
+use berth_core::{CoreError, Options, Registry};
+use berth_oci::{Algorithm, Digest, RepoName};
+use berth_storage::mem::MemBackend;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn body(data: &'static [u8]) -> berth_core::ByteStream {
+    Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(data))]))
+}
+
+fn registry(ttl: Duration) -> Registry {
+    Registry::new(
+        Arc::new(MemBackend::new()),
+        Options {
+            upload_ttl: ttl,
+            ..Options::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn abandoned_uploads_expire_and_live_ones_stay() {
+    let reg = registry(Duration::ZERO);
+    let repo = RepoName::parse("exp").unwrap();
+    let written = reg.start_upload(&repo).await.unwrap();
+    reg.append_upload(&repo, &written.id, None, body(b"abc"))
+        .await
+        .unwrap();
+    let empty = reg.start_upload(&repo).await.unwrap();
+    assert_eq!(reg.expire_uploads().await.unwrap(), 2);
+    for id in [&written.id, &empty.id] {
+        assert!(matches!(
+            reg.upload_status(&repo, id).await,
+            Err(CoreError::UploadUnknown)
+        ));
+    }
+
+    let reg = registry(Duration::from_secs(3600));
+    let fresh = reg.start_upload(&repo).await.unwrap();
+    assert_eq!(reg.expire_uploads().await.unwrap(), 0);
+    assert_eq!(reg.upload_status(&repo, &fresh.id).await.unwrap().size, 0);
+}
+
+#[tokio::test]
+async fn sha512_and_resumed_sessions_are_rehashed() {
+    let reg = registry(Duration::from_secs(3600));
+    let repo = RepoName::parse("h").unwrap();
+    let s = reg.start_upload(&repo).await.unwrap();
+    reg.append_upload(&repo, &s.id, Some((0, 2)), body(b"abc"))
+        .await
+        .unwrap();
+    let d512 = Digest::of(Algorithm::Sha512, b"abcdef");
+    reg.finish_upload(&repo, &s.id, &d512, Some((3, 5)), Some(body(b"def")))
+        .await
+        .unwrap();
+    assert_eq!(reg.blob_size(&repo, &d512).await.unwrap(), 6);
+    // A wrong declared size in the range is refused but keeps the data.
+    let s = reg.start_upload(&repo).await.unwrap();
+    let e = reg
+        .append_upload(&repo, &s.id, Some((0, 9)), body(b"abc"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CoreError::SizeInvalid(_)), "{e:?}");
+    assert_eq!(reg.upload_status(&repo, &s.id).await.unwrap().size, 3);
+}
+
+#[tokio::test]
+async fn catalog_index_sees_writes_before_and_after_loading() {
+    let reg = registry(Duration::from_secs(3600));
+    let a = RepoName::parse("a").unwrap();
+    let d = Digest::of(Algorithm::Sha256, b"x");
+    reg.upload_whole(&a, &d, body(b"x")).await.unwrap();
+    assert_eq!(reg.catalog(None, None).await.unwrap().items, vec!["a"]);
+    let b = RepoName::parse("b/c").unwrap();
+    reg.upload_whole(&b, &d, body(b"x")).await.unwrap();
+    assert_eq!(
+        reg.catalog(None, None).await.unwrap().items,
+        vec!["a", "b/c"]
+    );
+}
