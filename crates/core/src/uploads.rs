@@ -389,7 +389,7 @@ impl Registry {
 /// hashing thread takes over, so receiving, hashing and writing overlap.
 const HASH_OFFLOAD: usize = 1024 * 1024;
 /// Chunks waiting for the hashing thread.
-const HASH_QUEUE: usize = 32;
+const HASH_QUEUE: usize = 8;
 
 /// Streams a body into a stage writer, hashing as it goes, without copying
 /// it: each chunk is shared by the hasher and the writer. Returns the staged

@@ -9,7 +9,7 @@
 use crate::{
     check_id, check_key, Backend, ByteStream, Durability, Entry, Result, StageWriter, StorageError,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -20,11 +20,11 @@ use tokio::task::{spawn_blocking, JoinHandle};
 /// Objects up to this size are read in one go; larger ones are streamed.
 const SMALL_READ: u64 = 256 * 1024;
 /// Size of each chunk of a streamed read.
-const READ_CHUNK: usize = 512 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 /// Chunks (of [`READ_CHUNK`]) a streamed read may hold in flight.
-const READ_QUEUE: usize = 4;
+const READ_QUEUE: usize = 2;
 /// Request-body chunks (at most a few hundred KiB each) a writer may hold.
-const QUEUE_DEPTH: usize = 32;
+const QUEUE_DEPTH: usize = 8;
 /// Bytes a stage writer gathers before it starts a writer thread.
 const INLINE_WRITE: usize = 256 * 1024;
 
@@ -117,9 +117,10 @@ fn stream_file(mut file: File, start: u64, end: u64) -> ByteStream {
         }
         let mut left = end - start;
         while left > 0 {
-            let want = left.min(READ_CHUNK as u64) as usize;
-            let mut buf = BytesMut::zeroed(want);
-            match file.read(&mut buf) {
+            let want = left.min(READ_CHUNK as u64);
+            // Read into spare capacity: no zeroing of each chunk first.
+            let mut buf = Vec::with_capacity(want as usize);
+            match (&mut file).take(want).read_to_end(&mut buf) {
                 Ok(0) => {
                     let _ = tx.blocking_send(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -128,9 +129,8 @@ fn stream_file(mut file: File, start: u64, end: u64) -> ByteStream {
                     return;
                 }
                 Ok(n) => {
-                    buf.truncate(n);
                     left -= n as u64;
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                         return; // the reader went away
                     }
                 }
