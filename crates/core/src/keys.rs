@@ -8,6 +8,7 @@
 //! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>
 //!                                                referrer of a subject (holds its descriptor)
 //! uploads/<id>                                   upload session (holds its repository)
+//! auth/apikeys/<sha256-hex>                      an API key record (never the key)
 //! ```
 //! Repository name components never start with `_`, so the `_` directories
 //! cannot collide with nested repository names.
@@ -20,6 +21,7 @@ pub const MANIFESTS: &str = "_manifests";
 pub const TAGS: &str = "_tags";
 pub const REFERRERS: &str = "_referrers";
 pub const UPLOADS: &str = "uploads";
+pub const API_KEYS: &str = "auth/apikeys";
 
 pub fn blob(d: &Digest) -> String {
     format!(
@@ -77,4 +79,19 @@ pub fn referrer(r: &RepoName, subject: &Digest, referrer: &Digest) -> String {
 
 pub fn upload(id: &str) -> String {
     format!("{UPLOADS}/{id}")
+}
+
+/// The key of an API key record; the hash must be lower-case hex.
+pub fn api_key(hash: &str) -> Result<String, crate::CoreError> {
+    let ok = hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(format!("{API_KEYS}/{hash}"))
+    } else {
+        Err(crate::CoreError::DigestInvalid(
+            "API key hash must be 64 hex digits".into(),
+        ))
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`manifests`]: validating, storing, resolving and deleting manifests and
 //!   tags, and the referrers index kept beside them.
 //! - [`listing`]: tag lists and the catalog, with `n`/`last` pagination.
+//! - [`accounts`]: where API key records live (their format is the server's).
 //!
 //! This crate knows nothing of HTTP: it takes validated names and digests
 //! from `berth-oci`, byte streams for bodies, and answers with data or a
@@ -19,6 +20,7 @@
 //! into a repository, a manifest, a tag) is durable in storage before the
 //! call returns, and content becomes visible only after its digest matched.
 
+pub mod accounts;
 pub mod blobs;
 pub mod keys;
 pub mod listing;

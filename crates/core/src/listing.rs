@@ -86,8 +86,14 @@ impl Registry {
         }
     }
 
-    /// Repository names, after `last`, at most `n`.
-    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+    /// Repository names, after `last`, at most `n`, among those `visible`
+    /// accepts (the server passes what the caller may read).
+    pub async fn catalog(
+        &self,
+        n: Option<usize>,
+        last: Option<&str>,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Page> {
         self.catalog
             .loaded
             .get_or_try_init(|| async {
@@ -102,7 +108,9 @@ impl Registry {
             .await?;
         let names = self.catalog.names.read().unwrap_or_else(|p| p.into_inner());
         let lower = last.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut iter = names.range::<str, _>((lower, Bound::Unbounded));
+        let mut iter = names
+            .range::<str, _>((lower, Bound::Unbounded))
+            .filter(|n| visible(n));
         let items: Vec<String> = iter
             .by_ref()
             .take(n.unwrap_or(usize::MAX))

@@ -73,11 +73,31 @@ async fn catalog_index_sees_writes_before_and_after_loading() {
     let a = RepoName::parse("a").unwrap();
     let d = Digest::of(Algorithm::Sha256, b"x");
     reg.upload_whole(&a, &d, body(b"x")).await.unwrap();
-    assert_eq!(reg.catalog(None, None).await.unwrap().items, vec!["a"]);
+    assert_eq!(
+        reg.catalog(None, None, |_| true).await.unwrap().items,
+        vec!["a"]
+    );
     let b = RepoName::parse("b/c").unwrap();
     reg.upload_whole(&b, &d, body(b"x")).await.unwrap();
     assert_eq!(
-        reg.catalog(None, None).await.unwrap().items,
+        reg.catalog(None, None, |_| true).await.unwrap().items,
         vec!["a", "b/c"]
     );
+}
+
+#[tokio::test]
+async fn catalog_filter_keeps_pagination_right() {
+    let reg = registry(Duration::from_secs(3600));
+    let d = Digest::of(Algorithm::Sha256, b"x");
+    for name in ["a", "b", "c", "d", "e"] {
+        reg.upload_whole(&RepoName::parse(name).unwrap(), &d, body(b"x"))
+            .await
+            .unwrap();
+    }
+    let page = reg.catalog(Some(2), None, |n| n != "b").await.unwrap();
+    assert_eq!(page.items, vec!["a", "c"]);
+    assert!(page.more);
+    let page = reg.catalog(Some(2), Some("c"), |n| n != "e").await.unwrap();
+    assert_eq!(page.items, vec!["d"]);
+    assert!(!page.more);
 }

@@ -1,6 +1,7 @@
 //! The application state and router: `/v2` goes to the hand-written
 //! dispatcher, health probes to their handlers.
 
+use crate::auth::{Access, Auth};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::v2;
@@ -10,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use berth_core::Registry;
-use berth_oci::{Endpoint, ErrorCode};
+use berth_oci::endpoint::Query;
+use berth_oci::Endpoint;
+use http::HeaderMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -19,33 +22,38 @@ use std::sync::Arc;
 pub struct App {
     pub registry: Registry,
     pub settings: Arc<Settings>,
+    pub auth: Arc<Auth>,
     /// Cleared when shutdown begins, so load balancers stop sending traffic.
     pub ready: Arc<AtomicBool>,
 }
 
 impl App {
-    pub fn new(registry: Registry, settings: Settings) -> App {
+    pub fn new(registry: Registry, settings: Settings, auth: Auth) -> App {
         App {
             registry,
             settings: Arc::new(settings),
+            auth: Arc::new(auth),
             ready: Arc::new(AtomicBool::new(true)),
         }
     }
 
     /// The one authorization decision of a request, made before any handler
-    /// runs. Until authentication lands, a configuration that asks for it
-    /// gets every registry request refused (fail closed), and one that does
-    /// not is open.
-    pub fn authorize(&self, _endpoint: &Endpoint) -> Result<(), ApiError> {
-        if self.settings.auth_configured {
-            let challenge = format!("Basic realm=\"{}\"", self.settings.realm.replace('"', ""));
-            return Err(ApiError::with_detail(
-                ErrorCode::Unauthorized,
-                "authentication is configured but not supported by this build yet",
-            )
-            .header(http::header::WWW_AUTHENTICATE, challenge));
+    /// runs. A configuration that only names authentication methods this
+    /// build cannot check gets every registry request refused (fail closed).
+    pub async fn authorize(
+        &self,
+        endpoint: &Endpoint,
+        query: &Query,
+        headers: &HeaderMap,
+    ) -> Result<Access, ApiError> {
+        if self.settings.auth_unsupported {
+            return Err(self.auth.unauthorized(
+                "the configured authentication method is not supported by this build",
+            ));
         }
-        Ok(())
+        self.auth
+            .authorize(&self.registry, endpoint, query, headers)
+            .await
     }
 }
 
@@ -54,6 +62,10 @@ pub fn router(app: App) -> Router {
         .route("/livez", get(|| async { StatusCode::OK }))
         .route("/startupz", get(|| async { StatusCode::OK }))
         .route("/readyz", get(readyz))
+        .route(
+            "/zot/auth/apikey",
+            axum::routing::any(crate::apikeys::handle),
+        )
         .route("/v2", axum::routing::any(v2::dispatch))
         .route("/v2/", axum::routing::any(v2::dispatch))
         .route("/v2/{*rest}", axum::routing::any(v2::dispatch))

@@ -3,13 +3,17 @@
 //! Layout:
 //! - [`config`]: zot's `config.json` read unchanged, checked, resolved.
 //! - [`app`]: shared state, the router, the single authorization point.
+//! - [`auth`]: authentication and the per-request authorization decision.
+//! - [`apikeys`]: zot's `/zot/auth/apikey` endpoints.
 //! - [`v2`]: the `/v2` dispatcher and its thin handlers.
 //! - [`error`]: the one mapping from errors to status, headers and the OCI
 //!   JSON error body.
 //! - [`serve`]: listener, TLS, HTTP/1.1 and HTTP/2, graceful shutdown.
 //! - [`logging`]: structured logs.
 
+pub mod apikeys;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod logging;

@@ -25,6 +25,65 @@ enum Command {
     },
     /// Check a configuration file and report what it would do.
     Verify { config: PathBuf },
+    /// Access-control tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the decision for one request and the rule that made it.
+    Explain {
+        config: PathBuf,
+        /// The user (omit for an anonymous request).
+        #[arg(long)]
+        user: Option<String>,
+        /// The user's groups, comma-separated (static groups from the
+        /// configuration are added).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// read, create, update or delete.
+        #[arg(long)]
+        action: String,
+        /// The repository name.
+        #[arg(long)]
+        repo: String,
+    },
+}
+
+fn explain(
+    config: &std::path::Path,
+    user: Option<String>,
+    mut groups: Vec<String>,
+    action: &str,
+    repo: &str,
+) -> Result<String, String> {
+    use berth_auth::{Action, Identity, Method, Policy};
+    let settings = settings_from(config).map_err(|e| e.to_string())?;
+    let action = Action::parse(action).ok_or_else(|| format!("unknown action {action:?}"))?;
+    let policy = match (&settings.access_control, settings.auth.is_some()) {
+        (Some(ac), _) => {
+            Policy::new(&berth_server::auth::policy_spec(ac)).map_err(|e| e.to_string())?
+        }
+        (None, true) => Policy::authenticated_only(),
+        (None, false) => Policy::open(),
+    };
+    let who = match user {
+        None => Identity::anonymous(),
+        Some(u) => {
+            groups.extend(policy.static_groups(&u));
+            Identity::user(&u, groups, Method::Htpasswd)
+        }
+    };
+    let d = policy.decide(&who, action, repo);
+    let verdict = if d.allowed { "ALLOW" } else { "DENY" };
+    let name = who.user.as_deref().unwrap_or("anonymous");
+    Ok(format!(
+        "{verdict}: {name} {action} {repo}\n  because {}",
+        d.reason
+    ))
 }
 
 fn settings_from(path: &std::path::Path) -> Result<Settings, config::ConfigError> {
@@ -45,6 +104,25 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("invalid configuration: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    config,
+                    user,
+                    groups,
+                    action,
+                    repo,
+                },
+        } => match explain(&config, user, groups, &action, &repo) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("berth policy explain: {e}");
                 ExitCode::from(2)
             }
         },

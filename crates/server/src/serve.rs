@@ -4,6 +4,7 @@
 //! lets in-flight requests finish (up to a bound), then returns.
 
 use crate::app::{self, App};
+use crate::auth::Auth;
 use crate::config::{Settings, TlsFiles};
 use berth_core::{Options, Registry};
 use berth_storage::fs::FsBackend;
@@ -81,8 +82,8 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     for feature in &settings.inactive {
         tracing::warn!(feature = %feature, "configured but not active in this build");
     }
-    if settings.auth_configured {
-        tracing::error!("authentication is configured but not supported yet: every registry request will be refused");
+    if settings.auth_unsupported {
+        tracing::error!("only authentication methods this build cannot check are configured: every registry request will be refused");
     }
     let store = FsBackend::open(&settings.root_directory, settings.commit).map_err(|e| {
         format!(
@@ -91,6 +92,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         )
     })?;
     let registry = Registry::new(Arc::new(store), Options::default());
+    let auth = Auth::from_settings(&settings, &registry).await?;
     let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind((settings.address.as_str(), settings.port))
         .await
@@ -102,7 +104,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         })?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let app = App::new(registry.clone(), settings);
+    let app = App::new(registry.clone(), settings, auth);
     let router = app::router(app.clone());
 
     let expiry = tokio::spawn(async move {

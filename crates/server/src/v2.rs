@@ -6,10 +6,12 @@
 //! `berth_core`.
 
 use crate::app::App;
+use crate::auth::Access;
 use crate::error::{upload_range, ApiError};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use berth_auth::Action;
 use berth_core::listing::Page;
 use berth_core::uploads::Mount;
 use berth_core::ByteStream;
@@ -36,13 +38,13 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
     let method = Method::parse(parts.method.as_str());
     let result = match endpoint::parse(method, parts.uri.path()) {
         Err(e) => Err(ApiError::from(e)),
-        Ok(ep) => match app.authorize(&ep) {
-            Err(e) => Err(e),
-            Ok(()) => {
-                let query = Query::parse(parts.uri.query());
-                handle(&app, ep, &parts.headers, &query, body).await
+        Ok(ep) => {
+            let query = Query::parse(parts.uri.query());
+            match app.authorize(&ep, &query, &parts.headers).await {
+                Err(e) => Err(e),
+                Ok(access) => handle(&app, ep, &access, &parts.headers, &query, body).await,
             }
-        },
+        }
     };
     let mut resp = result.unwrap_or_else(IntoResponse::into_response);
     resp.headers_mut()
@@ -53,6 +55,7 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
 async fn handle(
     app: &App,
     ep: Endpoint,
+    access: &Access,
     headers: &HeaderMap,
     query: &Query,
     body: Body,
@@ -66,7 +69,13 @@ async fn handle(
         )),
         Endpoint::Catalog => {
             let (n, last) = pagination(query)?;
-            let page = reg.catalog(n, last).await?;
+            // Only what the caller may read; the rule comes from the policy.
+            let (policy, who) = (&app.auth.policy, &access.identity);
+            let page = reg
+                .catalog(n, last, |repo| {
+                    policy.decide(who, Action::Read, repo).allowed
+                })
+                .await?;
             let body = serde_json::json!({ "repositories": page.items });
             let link = next_link("/v2/_catalog", n, &page);
             Ok(with_link(
@@ -140,7 +149,7 @@ async fn handle(
             reg.delete_blob(&repo, &digest).await?;
             Ok(empty(StatusCode::ACCEPTED))
         }
-        Endpoint::StartUpload { repo } => start_upload(app, &repo, query, body).await,
+        Endpoint::StartUpload { repo } => start_upload(app, &repo, access, query, body).await,
         Endpoint::UploadStatus { repo, id } => {
             let state = reg.upload_status(&repo, &id).await?;
             Ok(upload_response(
@@ -238,7 +247,13 @@ async fn get_blob(
     Ok(resp)
 }
 
-async fn start_upload(app: &App, repo: &RepoName, query: &Query, body: Body) -> Result<Response> {
+async fn start_upload(
+    app: &App,
+    repo: &RepoName,
+    access: &Access,
+    query: &Query,
+    body: Body,
+) -> Result<Response> {
     let reg = &app.registry;
     if let Some(mount) = query.get("mount") {
         let digest = parse_digest(mount)?;
@@ -248,6 +263,20 @@ async fn start_upload(app: &App, repo: &RepoName, query: &Query, body: Body) -> 
                 Some(RepoName::parse(f).ok_or_else(|| ApiError::code(ErrorCode::NameInvalid))?)
             }
         };
+        // What the authorization step allowed decides whether to try at all.
+        let allowed = match &from {
+            Some(_) => access.mount_source_readable,
+            None => access.mount_anywhere,
+        };
+        if !allowed {
+            let state = reg.start_upload(repo).await?;
+            return Ok(upload_response(
+                StatusCode::ACCEPTED,
+                repo,
+                &state.id,
+                state.size,
+            ));
+        }
         return match reg.mount(repo, &digest, from.as_ref()).await? {
             Mount::Mounted => Ok(blob_created(repo, &digest)),
             Mount::Started(state) => Ok(upload_response(

@@ -77,9 +77,9 @@ fn version_and_verify() {
 }
 
 #[tokio::test]
-async fn configured_auth_fails_closed_until_supported() {
+async fn unsupported_auth_methods_fail_closed() {
     let s = Server::start_with(
-        r#","extensions":{"metrics":{}},"http":{"address":"127.0.0.1","port":"0","realm":"test","auth":{"htpasswd":{"path":"/nonexistent"}}}"#,
+        r#","extensions":{"metrics":{}},"http":{"address":"127.0.0.1","port":"0","realm":"test","auth":{"ldap":{"address":"ldap.example.test","baseDN":"dc=x"}}}"#,
     );
     for path in ["/v2/", "/v2/_catalog", "/v2/a/manifests/latest"] {
         let r = s.get(path).await;

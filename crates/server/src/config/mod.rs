@@ -124,9 +124,14 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_output: Option<PathBuf>,
-    /// Authentication or access control is configured. Until Berth acts on
-    /// it, every registry request is refused rather than served openly.
-    pub auth_configured: bool,
+    /// `http.auth`, as configured.
+    pub auth: Option<types::Auth>,
+    /// `http.accessControl`, as configured (already checked).
+    pub access_control: Option<types::AccessControl>,
+    /// Only authentication methods this build cannot check (LDAP, bearer
+    /// tokens) are configured: every registry request is refused rather
+    /// than served openly.
+    pub auth_unsupported: bool,
     /// Configured features this build accepts but does not act on yet.
     pub inactive: Vec<String>,
 }
@@ -148,7 +153,9 @@ impl Settings {
             tls: None,
             log_level: "info".into(),
             log_output: None,
-            auth_configured: false,
+            auth: None,
+            access_control: None,
+            auth_unsupported: false,
             inactive: Vec::new(),
         }
     }
@@ -199,7 +206,16 @@ impl Settings {
         if !LOG_LEVELS.contains(&log_level.as_str()) {
             return Err(err("log.level", format!("unknown level {log_level:?}")));
         }
-        let auth_configured = c.http.auth.is_some() || c.http.access_control.is_some();
+        if let Some(ac) = &c.http.access_control {
+            berth_auth::Policy::new(&crate::auth::policy_spec(ac))
+                .map_err(|e| err("http.accessControl", e.to_string()))?;
+        }
+        let auth_unsupported = c.http.auth.as_ref().is_some_and(|a| {
+            let supported = a.htpasswd.as_ref().is_some_and(|h| h.path.is_some())
+                || a.apikey == Some(true)
+                || a.openid.is_some();
+            !supported && (a.ldap.is_some() || a.bearer.is_some())
+        });
         Ok(Settings {
             address: c.http.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
             port,
@@ -210,7 +226,9 @@ impl Settings {
             tls,
             log_level,
             log_output: c.log.output.as_ref().map(PathBuf::from),
-            auth_configured,
+            auth: c.http.auth.clone(),
+            access_control: c.http.access_control.clone(),
+            auth_unsupported,
             inactive: inactive_features(c),
         })
     }
@@ -340,7 +358,7 @@ mod tests {
         assert_eq!(s.port, 5002);
         assert!(s.commit);
         assert!(s.inactive.is_empty());
-        assert!(!s.auth_configured);
+        assert!(!s.auth_unsupported);
     }
 
     #[test]

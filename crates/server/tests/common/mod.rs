@@ -23,6 +23,17 @@ pub struct Server {
     child: Option<Child>,
     pub client: Client,
     extra: String,
+    /// An `Authorization` header sent with every request that has none.
+    auth: std::sync::Mutex<Option<String>>,
+}
+
+/// The `Authorization` value for `user:password`.
+pub fn basic(user_password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_password)
+    )
 }
 
 pub fn sha256(data: &[u8]) -> String {
@@ -66,6 +77,7 @@ impl Server {
                 .build()
                 .expect("client"),
             extra: extra.to_owned(),
+            auth: std::sync::Mutex::new(None),
         };
         s.boot();
         s
@@ -149,6 +161,11 @@ impl Server {
         self.client.request(method, self.url(path))
     }
 
+    /// Sends `Basic user:password` with every later request (None: anonymous).
+    pub fn login(&self, user_password: Option<&str>) {
+        *self.auth.lock().unwrap() = user_password.map(basic);
+    }
+
     pub async fn send(
         &self,
         method: Method,
@@ -157,6 +174,13 @@ impl Server {
         body: Vec<u8>,
     ) -> Response {
         let mut r = self.client.request(method, self.url(path));
+        let explicit = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        let auth = self.auth.lock().unwrap().clone();
+        if let (false, Some(a)) = (explicit, auth) {
+            r = r.header("authorization", a);
+        }
         for (k, v) in headers {
             r = r.header(*k, *v);
         }

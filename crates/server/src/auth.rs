@@ -1,0 +1,370 @@
+//! Authentication and the one authorization decision of each request.
+//!
+//! [`Auth::identify`] turns the `Authorization` header into an
+//! [`Identity`] (htpasswd, then API key; no header means anonymous).
+//! [`Auth::authorize`] maps an endpoint to the actions it needs (a manifest
+//! PUT to an existing tag is `update`, so `read`+`create` means immutable
+//! tags) and asks the policy once, before any handler runs.
+
+use crate::config::types::{AccessControl, Policy as PolicyConfig};
+use crate::config::Settings;
+use crate::error::ApiError;
+use berth_auth::apikey::{self, ApiKey};
+use berth_auth::basic::{self, Presented};
+use berth_auth::htpasswd::Htpasswd;
+use berth_auth::policy::{PolicySpec, RepoSpec, RuleSpec};
+use berth_auth::{Action, Identity, Method, Policy};
+use berth_core::Registry;
+use berth_oci::endpoint::Query;
+use berth_oci::{Endpoint, ErrorCode, Reference, RepoName};
+use http::{header, HeaderMap};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// What the authorization step hands to the handler.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub identity: Identity,
+    /// Whether a mount without `from` may take the blob from any repository
+    /// (only when nothing is access-controlled).
+    pub mount_anywhere: bool,
+    /// Whether a mount's `from` repository is readable by the caller; when
+    /// not, the mount is ignored and a plain upload session opened.
+    pub mount_source_readable: bool,
+}
+
+/// API keys by hash, loaded from the registry's store at start.
+#[derive(Default)]
+pub struct KeyTable {
+    by_hash: RwLock<HashMap<String, ApiKey>>,
+}
+
+impl KeyTable {
+    pub async fn load(registry: &Registry) -> Result<KeyTable, berth_core::CoreError> {
+        let mut by_hash = HashMap::new();
+        for raw in registry.api_keys().await? {
+            match serde_json::from_slice::<ApiKey>(&raw) {
+                Ok(k) => {
+                    by_hash.insert(k.hash.clone(), k);
+                }
+                Err(e) => tracing::warn!(error = %e, "unreadable API key record skipped"),
+            }
+        }
+        Ok(KeyTable {
+            by_hash: RwLock::new(by_hash),
+        })
+    }
+
+    pub fn get(&self, hash: &str) -> Option<ApiKey> {
+        self.by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+            .cloned()
+    }
+
+    pub fn insert(&self, key: ApiKey) {
+        self.by_hash
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.hash.clone(), key);
+    }
+
+    pub fn remove(&self, hash: &str) {
+        self.by_hash
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
+    }
+
+    pub fn owned_by(&self, owner: &str) -> Vec<ApiKey> {
+        let mut keys: Vec<ApiKey> = self
+            .by_hash
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|k| k.owner == owner)
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.uuid.cmp(&b.uuid))
+        });
+        keys
+    }
+}
+
+/// The authentication configuration in force.
+pub struct Auth {
+    /// Some authentication method is active: anonymous callers are limited
+    /// by the policy.
+    pub enabled: bool,
+    pub policy: Policy,
+    pub htpasswd: Option<Htpasswd>,
+    pub api_keys: Option<Arc<KeyTable>>,
+    pub realm: String,
+    pub fail_delay: Duration,
+}
+
+fn rule(p: &PolicyConfig) -> RuleSpec {
+    RuleSpec {
+        users: p.users.clone(),
+        groups: p.groups.clone(),
+        actions: p.actions.clone(),
+    }
+}
+
+/// zot's `accessControl` in the policy engine's terms.
+pub fn policy_spec(ac: &AccessControl) -> PolicySpec {
+    PolicySpec {
+        repositories: ac
+            .repositories
+            .iter()
+            .map(|(pattern, r)| RepoSpec {
+                pattern: pattern.clone(),
+                policies: r.policies.iter().map(rule).collect(),
+                default_policy: r.default_policy.clone(),
+                anonymous_policy: r.anonymous_policy.clone(),
+            })
+            .collect(),
+        admin: ac.admin_policy.as_ref().map(rule),
+        groups: ac
+            .groups
+            .iter()
+            .map(|(g, m)| (g.clone(), m.users.clone()))
+            .collect(),
+        metrics_users: ac
+            .metrics
+            .as_ref()
+            .map(|m| m.users.clone())
+            .unwrap_or_default(),
+        metrics_anonymous: ac
+            .metrics
+            .as_ref()
+            .map(|m| m.anonymous_policy.clone())
+            .unwrap_or_default(),
+    }
+}
+
+impl Auth {
+    /// No authentication: everything is open (the embedded default).
+    pub fn open() -> Auth {
+        Auth {
+            enabled: false,
+            policy: Policy::open(),
+            htpasswd: None,
+            api_keys: None,
+            realm: "berth".into(),
+            fail_delay: Duration::ZERO,
+        }
+    }
+
+    /// Builds the authentication in force from the settings; loads the
+    /// htpasswd file and the stored API keys.
+    pub async fn from_settings(s: &Settings, registry: &Registry) -> Result<Auth, String> {
+        let enabled = s.auth.is_some() || s.access_control.is_some();
+        if !enabled {
+            return Ok(Auth {
+                realm: s.realm.clone(),
+                ..Auth::open()
+            });
+        }
+        let policy = match &s.access_control {
+            Some(ac) => {
+                Policy::new(&policy_spec(ac)).map_err(|e| format!("http.accessControl: {e}"))?
+            }
+            None => Policy::authenticated_only(),
+        };
+        let a = s.auth.clone().unwrap_or_default();
+        let htpasswd = match a.htpasswd.as_ref().and_then(|h| h.path.as_ref()) {
+            Some(path) => Some(
+                Htpasswd::open(path).map_err(|e| format!("http.auth.htpasswd.path {path}: {e}"))?,
+            ),
+            None => None,
+        };
+        // zot turns API keys on whenever OpenID is configured.
+        let api_keys = if a.apikey == Some(true) || a.openid.is_some() {
+            let table = KeyTable::load(registry)
+                .await
+                .map_err(|e| format!("loading API keys: {e}"))?;
+            Some(Arc::new(table))
+        } else {
+            None
+        };
+        Ok(Auth {
+            enabled,
+            policy,
+            htpasswd,
+            api_keys,
+            realm: s.realm.clone(),
+            fail_delay: Duration::from_secs(a.fail_delay.unwrap_or(0)),
+        })
+    }
+
+    fn challenge(&self) -> String {
+        format!("Basic realm=\"{}\"", self.realm.replace(['"', '\\'], ""))
+    }
+
+    /// 401 with a challenge.
+    pub fn unauthorized(&self, detail: &str) -> ApiError {
+        ApiError::with_detail(ErrorCode::Unauthorized, detail)
+            .header(header::WWW_AUTHENTICATE, self.challenge())
+    }
+
+    async fn fail(&self, e: ApiError) -> ApiError {
+        if !self.fail_delay.is_zero() {
+            tokio::time::sleep(self.fail_delay).await;
+        }
+        e
+    }
+
+    /// Who the request is from. Bad or unknown credentials are refused, never
+    /// downgraded to anonymous.
+    pub async fn identify(self: &Arc<Self>, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        if !self.enabled {
+            return Ok(Identity::anonymous());
+        }
+        let presented = match basic::parse(
+            headers
+                .get_all(header::AUTHORIZATION)
+                .iter()
+                .map(|v| v.as_bytes()),
+        ) {
+            Ok(p) => p,
+            Err(e) => return Err(self.fail(self.unauthorized(&e.to_string())).await),
+        };
+        let (user, password) = match presented {
+            Presented::None => return Ok(Identity::anonymous()),
+            Presented::Bearer(_) => {
+                return Err(self
+                    .fail(self.unauthorized("bearer tokens are not accepted"))
+                    .await)
+            }
+            Presented::Basic { user, password } => (user, password),
+        };
+        if let Some(h) = &self.htpasswd {
+            if h.has_user(&user) {
+                let ok = h.cached(&user, &password) || {
+                    let me = self.clone();
+                    let (u, p) = (user.clone(), password.clone());
+                    tokio::task::spawn_blocking(move || {
+                        me.htpasswd.as_ref().is_some_and(|h| h.verify(&u, &p))
+                    })
+                    .await
+                    .unwrap_or(false)
+                };
+                if ok {
+                    let groups = self.policy.static_groups(&user);
+                    return Ok(Identity::user(&user, groups, Method::Htpasswd));
+                }
+            }
+        }
+        if let (Some(keys), Some(hash)) = (&self.api_keys, apikey::hash_of(&password)) {
+            if let Some(k) = keys.get(&hash) {
+                if k.owner == user && !k.is_expired() {
+                    let mut id = Identity::user(&user, k.groups.clone(), Method::ApiKey);
+                    id.scopes = k.parsed_scopes();
+                    return Ok(id);
+                }
+            }
+        }
+        Err(self.fail(self.unauthorized("invalid credentials")).await)
+    }
+
+    /// Refuses `who` doing `action` on `repo` unless the policy allows it.
+    pub async fn require(
+        &self,
+        who: &Identity,
+        action: Action,
+        repo: &str,
+    ) -> Result<(), ApiError> {
+        let d = self.policy.decide(who, action, repo);
+        if d.allowed {
+            return Ok(());
+        }
+        tracing::debug!(user = ?who.user, %action, repo, reason = %d.reason, "denied");
+        let e = if who.is_anonymous() {
+            self.unauthorized("authentication required")
+        } else {
+            ApiError::with_detail(
+                ErrorCode::Denied,
+                format!("{action} on {repo} is not allowed"),
+            )
+            .header(header::WWW_AUTHENTICATE, self.challenge())
+        };
+        Err(self.fail(e).await)
+    }
+
+    /// The single authorization decision for a `/v2` request.
+    pub async fn authorize(
+        self: &Arc<Self>,
+        registry: &Registry,
+        ep: &Endpoint,
+        query: &Query,
+        headers: &HeaderMap,
+    ) -> Result<Access, ApiError> {
+        let identity = self.identify(headers).await?;
+        let access = |identity| Access {
+            identity,
+            mount_anywhere: !self.enabled,
+            mount_source_readable: true,
+        };
+        let repo = match ep {
+            // The base endpoint only tells a client whether to log in: when
+            // some repository needs credentials, an anonymous caller is
+            // challenged so `docker login` and pushes work in mixed setups.
+            Endpoint::Base => {
+                if self.enabled && identity.is_anonymous() && self.policy.needs_credentials() {
+                    return Err(self.unauthorized("authentication required"));
+                }
+                return Ok(access(identity));
+            }
+            // Filtered by what the caller may read, never refused.
+            Endpoint::Catalog => return Ok(access(identity)),
+            other => other
+                .repo()
+                .map(RepoName::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let action = match ep {
+            Endpoint::PutManifest { repo: r, reference } => match reference {
+                Reference::Tag(t) => {
+                    let exists = registry
+                        .tag_target(r, t)
+                        .await
+                        .map_err(ApiError::from)?
+                        .is_some();
+                    if exists {
+                        Action::Update
+                    } else {
+                        Action::Create
+                    }
+                }
+                Reference::Digest(_) => Action::Create,
+            },
+            Endpoint::DeleteManifest { .. }
+            | Endpoint::DeleteBlob { .. }
+            | Endpoint::CancelUpload { .. } => Action::Delete,
+            Endpoint::StartUpload { .. }
+            | Endpoint::PatchUpload { .. }
+            | Endpoint::FinishUpload { .. } => Action::Create,
+            _ => Action::Read,
+        };
+        self.require(&identity, action, &repo).await?;
+        // A mount also reads its source; without that right the client just
+        // uploads the blob (no error, no hint whether the source has it).
+        let mut granted = access(identity);
+        if let (Endpoint::StartUpload { .. }, Some(_), Some(from)) =
+            (ep, query.get("mount"), query.get("from"))
+        {
+            granted.mount_source_readable = self
+                .policy
+                .decide(&granted.identity, Action::Read, from)
+                .allowed;
+        }
+        Ok(granted)
+    }
+}
