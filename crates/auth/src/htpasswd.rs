@@ -142,18 +142,21 @@ impl Htpasswd {
             .contains_key(user)
     }
 
-    /// Checks a password. May take bcrypt's time: call it off the async
-    /// threads unless [`Htpasswd::cached`] said yes.
-    pub fn verify(&self, user: &str, password: &str) -> bool {
+    /// The stored hash of a user, after picking up a changed file.
+    fn stored_hash(&self, user: &str) -> Option<String> {
         self.reload_if_changed();
-        let hash = self
-            .loaded
+        self.loaded
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .users
             .get(user)
-            .cloned();
-        let Some(hash) = hash else {
+            .cloned()
+    }
+
+    /// Checks a password. May take bcrypt's time: call it off the async
+    /// threads unless [`Htpasswd::cached`] said yes.
+    pub fn verify(&self, user: &str, password: &str) -> bool {
+        let Some(hash) = self.stored_hash(user) else {
             let _ = verify_hash(password, decoy());
             return false;
         };
@@ -174,15 +177,8 @@ impl Htpasswd {
 
     /// A remembered success for these credentials, without hashing cost.
     pub fn cached(&self, user: &str, password: &str) -> bool {
-        self.reload_if_changed();
-        let hash = self
-            .loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .users
-            .get(user)
-            .cloned();
-        hash.is_some_and(|h| self.fresh(&cache_key(user, password, &h)))
+        self.stored_hash(user)
+            .is_some_and(|h| self.fresh(&cache_key(user, password, &h)))
     }
 
     fn fresh(&self, key: &[u8; 32]) -> bool {

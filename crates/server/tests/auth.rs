@@ -63,6 +63,14 @@ async fn mint(s: &Server, body: &str) -> serde_json::Value {
         .await
 }
 
+async fn unauthorized(r: reqwest::Response) {
+    denied(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await
+}
+
+async fn forbidden(r: reqwest::Response) {
+    denied(r, StatusCode::FORBIDDEN, "DENIED").await
+}
+
 async fn denied(r: reqwest::Response, status: StatusCode, code: &str) {
     assert_eq!(r.status(), status);
     assert_eq!(header(&r, "www-authenticate"), "Basic realm=\"berth-test\"");
@@ -76,40 +84,26 @@ async fn anonymous_reads_ci_creates_admin_does_everything() {
     let (manifest, _) = s.push_image("app/web", "v1", 1, 1).await;
 
     s.login(None);
-    denied(
-        s.get("/v2/").await,
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-    )
-    .await;
+    unauthorized(s.get("/v2/").await).await;
     assert_eq!(
         s.get("/v2/app/web/manifests/v1").await.status(),
         StatusCode::OK
     );
-    denied(
+    unauthorized(
         s.put_manifest("app/web", "v9", OCI_MANIFEST, &manifest)
             .await,
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
     )
     .await;
-    denied(
+    unauthorized(
         s.send(Method::POST, "/v2/app/web/blobs/uploads/", &[], Vec::new())
             .await,
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
     )
     .await;
 
     // An authenticated user does not inherit the anonymous policy (zot).
     s.login(Some("bob:bob-pw"));
     assert_eq!(s.get("/v2/").await.status(), StatusCode::OK);
-    denied(
-        s.get("/v2/app/web/manifests/v1").await,
-        StatusCode::FORBIDDEN,
-        "DENIED",
-    )
-    .await;
+    forbidden(s.get("/v2/app/web/manifests/v1").await).await;
 
     // CI mints a key with its password, then pushes with the key.
     s.login(Some("ci:ci-pw"));
@@ -124,24 +118,15 @@ async fn anonymous_reads_ci_creates_admin_does_everything() {
         StatusCode::OK
     );
     // Tags are immutable for CI: no overwrite, no delete.
-    denied(
+    forbidden(
         s.put_manifest("app/web", "v1", OCI_MANIFEST, &manifest)
             .await,
-        StatusCode::FORBIDDEN,
-        "DENIED",
     )
     .await;
-    denied(
-        s.delete("/v2/app/web/manifests/v1").await,
-        StatusCode::FORBIDDEN,
-        "DENIED",
-    )
-    .await;
-    denied(
+    forbidden(s.delete("/v2/app/web/manifests/v1").await).await;
+    forbidden(
         s.delete(&format!("/v2/app/web/manifests/{}", sha256(&manifest)))
             .await,
-        StatusCode::FORBIDDEN,
-        "DENIED",
     )
     .await;
     // Pushing the same content under a new tag is fine.
@@ -158,12 +143,7 @@ async fn anonymous_reads_ci_creates_admin_does_everything() {
     );
     // The key with another user's name is nothing.
     s.login(Some(&format!("admin:{secret}")));
-    denied(
-        s.get("/v2/").await,
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-    )
-    .await;
+    unauthorized(s.get("/v2/").await).await;
 
     // The admin may overwrite and delete.
     s.login(Some("admin:admin-pw"));
@@ -213,7 +193,7 @@ async fn api_keys_list_scopes_expiry_and_revocation() {
     // Scopes are enforced.
     s.login(Some(&format!("ci:{}", scoped["apiKey"].as_str().unwrap())));
     s.push_image("ci/app", "v1", 3, 1).await;
-    denied(
+    forbidden(
         s.send(
             Method::POST,
             "/v2/app/other/blobs/uploads/",
@@ -221,8 +201,6 @@ async fn api_keys_list_scopes_expiry_and_revocation() {
             Vec::new(),
         )
         .await,
-        StatusCode::FORBIDDEN,
-        "DENIED",
     )
     .await;
 
@@ -238,12 +216,7 @@ async fn api_keys_list_scopes_expiry_and_revocation() {
         StatusCode::OK
     );
     s.login(Some(&format!("ci:{}", revoked["apiKey"].as_str().unwrap())));
-    denied(
-        s.get("/v2/").await,
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-    )
-    .await;
+    unauthorized(s.get("/v2/").await).await;
 
     // Expired keys stop when their date passes.
     s.login(Some(&format!(
@@ -255,12 +228,7 @@ async fn api_keys_list_scopes_expiry_and_revocation() {
         assert!(Instant::now() < deadline, "expired key still accepted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    denied(
-        s.get("/v2/").await,
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-    )
-    .await;
+    unauthorized(s.get("/v2/").await).await;
 
     // Bad requests.
     s.login(Some("ci:ci-pw"));
@@ -323,7 +291,7 @@ async fn bad_credentials_are_refused_never_downgraded() {
         let r = s
             .send(Method::GET, "/v2/", &[("authorization", &auth)], Vec::new())
             .await;
-        denied(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+        unauthorized(r).await;
     }
     let twice = s
         .client
@@ -379,12 +347,7 @@ async fn catalog_lists_only_what_the_caller_may_read() {
         names(s.get("/v2/_catalog").await.json_body().await),
         serde_json::json!(["app/web"])
     );
-    denied(
-        s.get("/v2/private/x/manifests/v1").await,
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-    )
-    .await;
+    unauthorized(s.get("/v2/private/x/manifests/v1").await).await;
     s.login(Some("alice:alice-pw"));
     assert_eq!(
         names(s.get("/v2/_catalog").await.json_body().await),
