@@ -1,37 +1,46 @@
-//! Account records the server keeps beside the registry (API keys), stored
-//! as opaque JSON under their lookup hash. The format belongs to the caller;
-//! this module only decides where records live.
+//! Account records the server keeps beside the registry (API keys, login
+//! sessions), stored as opaque JSON under a lookup hash. The format belongs
+//! to the caller; this module only decides where records live.
 
 use crate::{keys, Registry, Result};
 use berth_storage::Durability;
 use bytes::Bytes;
 
+/// The kinds of account record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    ApiKey,
+    Session,
+}
+
 impl Registry {
-    /// Stores (or replaces) the record of an API key under its hash.
-    pub async fn put_api_key(&self, hash: &str, record: Bytes) -> Result<()> {
+    /// Stores (or replaces) a record under its hash.
+    pub async fn put_record(&self, kind: RecordKind, hash: &str, record: Bytes) -> Result<()> {
         self.store
-            .put(&keys::api_key(hash)?, record, Durability::Durable)
+            .put(&keys::record(kind, hash)?, record, Durability::Durable)
             .await?;
         Ok(())
     }
 
-    /// Removes an API key record; returns whether it existed.
-    pub async fn delete_api_key(&self, hash: &str) -> Result<bool> {
+    /// A record, if present.
+    pub async fn get_record(&self, kind: RecordKind, hash: &str) -> Result<Option<Bytes>> {
+        Ok(self.store.get(&keys::record(kind, hash)?).await?)
+    }
+
+    /// Removes a record; returns whether it existed.
+    pub async fn delete_record(&self, kind: RecordKind, hash: &str) -> Result<bool> {
         Ok(self
             .store
-            .delete(&keys::api_key(hash)?, Durability::Durable)
+            .delete(&keys::record(kind, hash)?, Durability::Durable)
             .await?)
     }
 
-    /// Every stored API key record.
-    pub async fn api_keys(&self) -> Result<Vec<Bytes>> {
+    /// Every record of a kind.
+    pub async fn records(&self, kind: RecordKind) -> Result<Vec<Bytes>> {
+        let dir = keys::records(kind);
         let mut out = Vec::new();
-        for e in self.store.list(keys::API_KEYS).await? {
-            if let Some(b) = self
-                .store
-                .get(&format!("{}/{}", keys::API_KEYS, e.name))
-                .await?
-            {
+        for e in self.store.list(dir).await? {
+            if let Some(b) = self.store.get(&format!("{dir}/{}", e.name)).await? {
                 out.push(b);
             }
         }

@@ -9,6 +9,7 @@
 //!                                                referrer of a subject (holds its descriptor)
 //! uploads/<id>                                   upload session (holds its repository)
 //! auth/apikeys/<sha256-hex>                      an API key record (never the key)
+//! auth/sessions/<sha256-hex>                     a login session (never its id)
 //! ```
 //! Repository name components never start with `_`, so the `_` directories
 //! cannot collide with nested repository names.
@@ -22,6 +23,7 @@ pub const TAGS: &str = "_tags";
 pub const REFERRERS: &str = "_referrers";
 pub const UPLOADS: &str = "uploads";
 pub const API_KEYS: &str = "auth/apikeys";
+pub const SESSIONS: &str = "auth/sessions";
 
 pub fn blob(d: &Digest) -> String {
     format!(
@@ -81,17 +83,25 @@ pub fn upload(id: &str) -> String {
     format!("{UPLOADS}/{id}")
 }
 
-/// The key of an API key record; the hash must be lower-case hex.
-pub fn api_key(hash: &str) -> Result<String, crate::CoreError> {
+/// The directory of a kind of account record.
+pub fn records(kind: crate::accounts::RecordKind) -> &'static str {
+    match kind {
+        crate::accounts::RecordKind::ApiKey => API_KEYS,
+        crate::accounts::RecordKind::Session => SESSIONS,
+    }
+}
+
+/// The key of an account record; the hash must be lower-case hex SHA-256.
+pub fn record(kind: crate::accounts::RecordKind, hash: &str) -> Result<String, crate::CoreError> {
     let ok = hash.len() == 64
         && hash
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if ok {
-        Ok(format!("{API_KEYS}/{hash}"))
+        Ok(format!("{}/{hash}", records(kind)))
     } else {
         Err(crate::CoreError::DigestInvalid(
-            "API key hash must be 64 hex digits".into(),
+            "record hash must be 64 hex digits".into(),
         ))
     }
 }

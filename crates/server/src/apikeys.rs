@@ -12,6 +12,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use berth_auth::apikey::{ApiKey, KeyRequest};
 use berth_auth::{Identity, Method};
+use berth_core::accounts::RecordKind;
 use berth_oci::endpoint::Query;
 use berth_oci::ErrorCode;
 use http::{header, HeaderValue, StatusCode};
@@ -37,8 +38,12 @@ pub async fn handle(State(app): State<App>, req: Request) -> Response {
     }
 }
 
-async fn caller(app: &App, headers: &http::HeaderMap) -> Result<Identity, ApiError> {
-    let who = app.auth.identify(headers).await?;
+async fn caller(
+    app: &App,
+    method: &http::Method,
+    headers: &http::HeaderMap,
+) -> Result<Identity, ApiError> {
+    let who = app.auth.identify(method, headers).await?;
     match who.method {
         Method::Anonymous => Err(app.auth.unauthorized("authentication required")),
         Method::ApiKey => Err(ApiError::with_detail(
@@ -54,7 +59,7 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
         return Ok((StatusCode::NOT_FOUND, "API keys are not enabled\n").into_response());
     };
     let (parts, body) = req.into_parts();
-    let who = caller(app, &parts.headers).await?;
+    let who = caller(app, &parts.method, &parts.headers).await?;
     let user = who.user.clone().unwrap_or_default();
     match parts.method {
         http::Method::GET => {
@@ -83,7 +88,7 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             let stored =
                 serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
             app.registry
-                .put_api_key(&record.hash, stored.into())
+                .put_record(RecordKind::ApiKey, &record.hash, stored.into())
                 .await?;
             table.insert(record.clone());
             tracing::info!(user = %user, key = %record.uuid, label = %record.label, "API key created");
@@ -97,7 +102,9 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
                 ApiError::with_detail(ErrorCode::Unsupported, "the id parameter is required")
             })?;
             if let Some(k) = table.owned_by(&user).into_iter().find(|k| k.uuid == id) {
-                app.registry.delete_api_key(&k.hash).await?;
+                app.registry
+                    .delete_record(RecordKind::ApiKey, &k.hash)
+                    .await?;
                 table.remove(&k.hash);
                 tracing::info!(user = %user, key = %k.uuid, "API key revoked");
             }

@@ -44,6 +44,7 @@ impl App {
         &self,
         endpoint: &Endpoint,
         query: &Query,
+        method: &http::Method,
         headers: &HeaderMap,
     ) -> Result<Access, ApiError> {
         if self.settings.auth_unsupported {
@@ -52,7 +53,7 @@ impl App {
             ));
         }
         self.auth
-            .authorize(&self.registry, endpoint, query, headers)
+            .authorize(&self.registry, endpoint, query, method, headers)
             .await
     }
 }

@@ -14,6 +14,7 @@ use berth_auth::basic::{self, Presented};
 use berth_auth::htpasswd::Htpasswd;
 use berth_auth::policy::{PolicySpec, RepoSpec, RuleSpec};
 use berth_auth::{Action, Identity, Method, Policy};
+use berth_core::accounts::RecordKind;
 use berth_core::Registry;
 use berth_oci::endpoint::Query;
 use berth_oci::{Endpoint, ErrorCode, Reference, RepoName};
@@ -43,7 +44,7 @@ pub struct KeyTable {
 impl KeyTable {
     pub async fn load(registry: &Registry) -> Result<KeyTable, berth_core::CoreError> {
         let mut by_hash = HashMap::new();
-        for raw in registry.api_keys().await? {
+        for raw in registry.records(RecordKind::ApiKey).await? {
             match serde_json::from_slice::<ApiKey>(&raw) {
                 Ok(k) => {
                     by_hash.insert(k.hash.clone(), k);
@@ -106,6 +107,10 @@ pub struct Auth {
     pub api_keys: Option<Arc<KeyTable>>,
     pub realm: String,
     pub fail_delay: Duration,
+    /// OpenID Connect providers, when configured.
+    pub oidc: Option<crate::oidc::Oidc>,
+    /// Browser sessions (with OpenID).
+    pub sessions: Option<crate::session::Sessions>,
 }
 
 fn rule(p: &PolicyConfig) -> RuleSpec {
@@ -158,12 +163,19 @@ impl Auth {
             api_keys: None,
             realm: "berth".into(),
             fail_delay: Duration::ZERO,
+            oidc: None,
+            sessions: None,
         }
     }
 
     /// Builds the authentication in force from the settings; loads the
     /// htpasswd file and the stored API keys.
-    pub async fn from_settings(s: &Settings, registry: &Registry) -> Result<Auth, String> {
+    /// `base_url` is `http.externalUrl` or the listener's own URL.
+    pub async fn from_settings(
+        s: &Settings,
+        registry: &Registry,
+        base_url: &str,
+    ) -> Result<Auth, String> {
         let enabled = s.auth.is_some() || s.access_control.is_some();
         if !enabled {
             return Ok(Auth {
@@ -193,6 +205,20 @@ impl Auth {
         } else {
             None
         };
+        let (oidc, sessions) = match &a.openid {
+            Some(cfg) => {
+                let key = crate::session::cookie_key(a.session_keys_file.as_deref())?;
+                let secure = s.tls.is_some()
+                    || a.secure_session == Some(true)
+                    || base_url.starts_with("https://");
+                let oidc = crate::oidc::Oidc::new(cfg, base_url)?;
+                (
+                    Some(oidc),
+                    Some(crate::session::Sessions::new(key, secure, registry.clone())),
+                )
+            }
+            None => (None, None),
+        };
         Ok(Auth {
             enabled,
             policy,
@@ -200,6 +226,8 @@ impl Auth {
             api_keys,
             realm: s.realm.clone(),
             fail_delay: Duration::from_secs(a.fail_delay.unwrap_or(0)),
+            oidc,
+            sessions,
         })
     }
 
@@ -222,9 +250,18 @@ impl Auth {
 
     /// Who the request is from. Bad or unknown credentials are refused, never
     /// downgraded to anonymous.
-    pub async fn identify(self: &Arc<Self>, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    pub async fn identify(
+        self: &Arc<Self>,
+        method: &http::Method,
+        headers: &HeaderMap,
+    ) -> Result<Identity, ApiError> {
         if !self.enabled {
             return Ok(Identity::anonymous());
+        }
+        if headers.get(header::AUTHORIZATION).is_none() {
+            if let Some(s) = self.session_identity(method, headers).await {
+                return Ok(s);
+            }
         }
         let presented = match basic::parse(
             headers
@@ -273,6 +310,27 @@ impl Auth {
         Err(self.fail(self.unauthorized("invalid credentials")).await)
     }
 
+    /// The browser session of a request. A cookie alone authenticates safe
+    /// methods; anything else must also carry `X-Berth-Request` (or zot's
+    /// UI header), which a cross-site form cannot send.
+    async fn session_identity(
+        &self,
+        method: &http::Method,
+        headers: &HeaderMap,
+    ) -> Option<Identity> {
+        let sessions = self.sessions.as_ref()?;
+        let safe = method == http::Method::GET || method == http::Method::HEAD;
+        let marked = headers.contains_key("x-berth-request")
+            || headers
+                .get("x-zot-api-client")
+                .is_some_and(|v| v.as_bytes() == b"zot-ui");
+        if !safe && !marked {
+            return None;
+        }
+        let s = sessions.lookup(headers).await?;
+        Some(Identity::user(&s.user, s.groups, Method::Session))
+    }
+
     /// Refuses `who` doing `action` on `repo` unless the policy allows it.
     pub async fn require(
         &self,
@@ -303,9 +361,10 @@ impl Auth {
         registry: &Registry,
         ep: &Endpoint,
         query: &Query,
+        method: &http::Method,
         headers: &HeaderMap,
     ) -> Result<Access, ApiError> {
-        let identity = self.identify(headers).await?;
+        let identity = self.identify(method, headers).await?;
         let access = |identity| Access {
             identity,
             mount_anywhere: !self.enabled,

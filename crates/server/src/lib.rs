@@ -5,6 +5,8 @@
 //! - [`app`]: shared state, the router, the single authorization point.
 //! - [`auth`]: authentication and the per-request authorization decision.
 //! - [`apikeys`]: zot's `/zot/auth/apikey` endpoints.
+//! - [`oidc`], [`session`]: OpenID Connect login and browser sessions.
+//! - [`ui`]: the landing page (who you are, log in, manage API keys).
 //! - [`v2`]: the `/v2` dispatcher and its thin handlers.
 //! - [`error`]: the one mapping from errors to status, headers and the OCI
 //!   JSON error body.
@@ -17,5 +19,8 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod oidc;
 pub mod serve;
+pub mod session;
+pub mod ui;
 pub mod v2;

@@ -92,7 +92,6 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         )
     })?;
     let registry = Registry::new(Arc::new(store), Options::default());
-    let auth = Auth::from_settings(&settings, &registry).await?;
     let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind((settings.address.as_str(), settings.port))
         .await
@@ -104,6 +103,11 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         })?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let base_url = settings
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let auth = Auth::from_settings(&settings, &registry, &base_url).await?;
     let app = App::new(registry.clone(), settings, auth);
     let router = app::router(app.clone());
 

@@ -40,7 +40,10 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
         Err(e) => Err(ApiError::from(e)),
         Ok(ep) => {
             let query = Query::parse(parts.uri.query());
-            match app.authorize(&ep, &query, &parts.headers).await {
+            match app
+                .authorize(&ep, &query, &parts.method, &parts.headers)
+                .await
+            {
                 Err(e) => Err(e),
                 Ok(access) => handle(&app, ep, &access, &parts.headers, &query, body).await,
             }

@@ -124,6 +124,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_output: Option<PathBuf>,
+    /// `http.externalUrl`: the public base URL (OpenID redirects).
+    pub external_url: Option<String>,
     /// `http.auth`, as configured.
     pub auth: Option<types::Auth>,
     /// `http.accessControl`, as configured (already checked).
@@ -153,6 +155,7 @@ impl Settings {
             tls: None,
             log_level: "info".into(),
             log_output: None,
+            external_url: None,
             auth: None,
             access_control: None,
             auth_unsupported: false,
@@ -226,6 +229,7 @@ impl Settings {
             tls,
             log_level,
             log_output: c.log.output.as_ref().map(PathBuf::from),
+            external_url: c.http.external_url.clone(),
             auth: c.http.auth.clone(),
             access_control: c.http.access_control.clone(),
             auth_unsupported,
@@ -260,7 +264,6 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
         "http.auth (every registry request is refused until authentication is supported)",
     );
     note(h.access_control.is_some(), "http.accessControl");
-    note(h.external_url.is_some(), "http.externalUrl");
     note(h.ratelimit.is_some(), "http.ratelimit");
     note(h.allow_origin.is_some(), "http.allowOrigin");
     note(c.log.audit.is_some(), "log.audit");
