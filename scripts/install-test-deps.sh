@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Installs what the test suite drives: real OCI clients (skopeo, podman) from
-# Debian and the oras SDK from PyPI. Idempotent and quick when all is present.
+# Installs what the test suite drives: real OCI clients (skopeo, podman) and
+# Chromium from Debian, the oras SDK from PyPI, and from npm a real OpenID
+# provider (oidc-provider) and the browser driver (playwright-core, which
+# uses Debian's Chromium and downloads nothing). Idempotent; quick when all
+# is present.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -16,4 +23,9 @@ fi
 if ! python3 -c 'import oras' >/dev/null 2>&1; then
   python3 -m pip install -q --disable-pip-version-check oras==0.2.43 2>/dev/null \
     || python3 -m pip install -q --disable-pip-version-check --break-system-packages oras==0.2.43
+fi
+
+fixtures=crates/server/tests/idp
+if [ ! -d "$fixtures/node_modules/oidc-provider" ] || [ ! -d "$fixtures/node_modules/playwright-core" ]; then
+  (cd "$fixtures" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -67,6 +67,11 @@ pub fn router(app: App) -> Router {
             "/zot/auth/apikey",
             axum::routing::any(crate::apikeys::handle),
         )
+        .route("/", get(crate::ui::index))
+        .route("/ui/app.js", get(crate::ui::script))
+        .route("/zot/auth/login", get(crate::oidc::login))
+        .route("/zot/auth/callback/{provider}", get(crate::oidc::callback))
+        .route("/zot/auth/logout", axum::routing::post(crate::oidc::logout))
         .route("/v2", axum::routing::any(v2::dispatch))
         .route("/v2/", axum::routing::any(v2::dispatch))
         .route("/v2/{*rest}", axum::routing::any(v2::dispatch))

@@ -304,14 +304,19 @@ pub async fn login(State(app): State<App>, req: Request) -> Response {
 }
 
 /// `GET /zot/auth/callback/<provider>?code=..&state=..`.
-pub async fn callback(State(app): State<App>, Path(name): Path<String>, req: Request) -> Response {
+pub async fn callback(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+) -> Response {
     let (Some(oidc), Some(sessions)) = (&app.auth.oidc, &app.auth.sessions) else {
         return text(
             http::StatusCode::NOT_FOUND,
             "OpenID login is not configured",
         );
     };
-    match finish(&app, oidc, &name, &req).await {
+    match finish(&app, oidc, &name, &uri, &headers).await {
         Ok((session, back)) => match sessions.create(&session).await {
             Ok(cookie) => {
                 tracing::info!(user = %session.user, provider = %name, "login");
@@ -344,18 +349,19 @@ async fn finish(
     app: &App,
     oidc: &Oidc,
     name: &str,
-    req: &Request,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
 ) -> Result<(Session, String), String> {
     let sessions = app
         .auth
         .sessions
         .as_ref()
         .ok_or("sessions are not configured")?;
-    let query = Query::parse(req.uri().query());
+    let query = Query::parse(uri.query());
     if let Some(err) = query.get("error") {
         return Err(format!("provider answered {err}"));
     }
-    let raw = session::private_value(req.headers(), &sessions.key, LOGIN_COOKIE)
+    let raw = session::private_value(headers, &sessions.key, LOGIN_COOKIE)
         .ok_or("no login in progress")?;
     let pending: Pending = serde_json::from_str(&raw).map_err(|_| "bad login cookie")?;
     let state = query.get("state").unwrap_or("");

@@ -1,0 +1,461 @@
+//! Browser login through a real OpenID provider (npm oidc-provider, run by
+//! Node), driven by hand-followed redirects and by a real Chromium.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp"))
+}
+
+/// A free loopback port, for the one place a port must be known before the
+/// server starts (the provider registers Berth's exact callback URL).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Idp {
+    issuer: String,
+    child: Child,
+}
+
+impl Idp {
+    fn start(redirect_uri: &str) -> Idp {
+        let mut child = Command::new("node")
+            .arg("idp.mjs")
+            .current_dir(fixtures())
+            .env("IDP_REDIRECT_URI", redirect_uri)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node (run scripts/install-test-deps.sh)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("idp said {line:?}: {e}"));
+        Idp {
+            issuer: v["issuer"].as_str().unwrap().to_owned(),
+            child,
+        }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Berth on `port`, logging in through `idp`, with the seed policy.
+fn berth(port: u16, idp: &Idp, keys_file: Option<&std::path::Path>) -> Server {
+    let keys = keys_file
+        .map(|p| format!(r#","sessionKeysFile":{:?}"#, p.display().to_string()))
+        .unwrap_or_default();
+    Server::start_with(&format!(
+        r#","http":{{"address":"127.0.0.1","port":"{port}","realm":"berth-test","externalUrl":"http://127.0.0.1:{port}",
+        "auth":{{"apikey":true{keys},"openid":{{"providers":{{"oidc":{{"name":"Example SSO","issuer":{issuer:?},
+          "clientid":"berth","clientsecret":"berth-test-secret","scopes":["openid","profile","email","groups"],
+          "claimMapping":{{"username":"preferred_username","groups":"groups"}}}}}}}}}},
+        "accessControl":{{"repositories":{{"**":{{"anonymousPolicy":["read"],
+            "policies":[{{"groups":["artifact-workloads"],"actions":["read","create"]}}]}}}},
+          "adminPolicy":{{"groups":["admins"],"actions":["read","create","update","delete"]}}}}}}"#,
+        issuer = idp.issuer
+    ))
+}
+
+/// A cookie jar and manual redirects: what a browser does, step by step.
+struct Agent {
+    client: reqwest::Client,
+    jar: HashMap<String, String>,
+}
+
+impl Agent {
+    fn new() -> Agent {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Agent {
+            client,
+            jar: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        url: &str,
+        form: Option<&[(&str, &str)]>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut r = self
+            .client
+            .request(method, url)
+            .header("cookie", self.cookie_header());
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        if let Some(form) = form {
+            let body: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish();
+            r = r
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body);
+        }
+        let resp = r.send().await.unwrap();
+        for v in resp.headers().get_all("set-cookie") {
+            let text = v.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() || text.to_ascii_lowercase().contains("max-age=0") {
+                self.jar.remove(name);
+            } else {
+                self.jar.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        resp
+    }
+
+    /// Follows redirects from `url`; returns the last response and its URL.
+    async fn follow(&mut self, url: &str) -> (reqwest::Response, String) {
+        let mut url = url.to_owned();
+        for _ in 0..10 {
+            let r = self.send(Method::GET, &url, None, &[]).await;
+            if !r.status().is_redirection() {
+                return (r, url);
+            }
+            url = absolute(&url, &location(&r));
+        }
+        panic!("redirect loop at {url}");
+    }
+
+    /// The whole login: Berth, the provider's form, back to Berth.
+    async fn login(
+        &mut self,
+        berth: &str,
+        callback_ui: &str,
+        user: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let start = format!("{berth}/zot/auth/login?provider=oidc&callback_ui={callback_ui}");
+        let (form_page, form_url) = self.follow(&start).await;
+        assert_eq!(
+            form_page.status(),
+            StatusCode::OK,
+            "{}",
+            form_page.text().await.unwrap()
+        );
+        let action = absolute(
+            &form_url,
+            &format!(
+                "{}/login",
+                form_url.split('?').next().unwrap().trim_end_matches('/')
+            ),
+        );
+        let mut r = self
+            .send(
+                Method::POST,
+                &action,
+                Some(&[("login", user), ("password", password)]),
+                &[],
+            )
+            .await;
+        let mut url = action;
+        // Provider hops, then Berth's callback, which answers with its redirect.
+        for _ in 0..10 {
+            assert!(
+                r.status().is_redirection(),
+                "{}: {}",
+                r.status(),
+                r.text().await.unwrap()
+            );
+            let next = absolute(&url, &location(&r));
+            if next.starts_with(&format!("{berth}/zot/auth/callback/")) {
+                return self.send(Method::GET, &next, None, &[]).await;
+            }
+            url = next;
+            r = self.send(Method::GET, &url, None, &[]).await;
+        }
+        panic!("never came back to Berth");
+    }
+}
+
+fn absolute(base: &str, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        return loc.to_owned();
+    }
+    let origin: String = base.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+    format!("{origin}{loc}")
+}
+
+#[tokio::test]
+async fn login_sessions_keys_and_logout() {
+    let port = free_port();
+    let idp = Idp::start(&format!("http://127.0.0.1:{port}/zot/auth/callback/oidc"));
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys_file = keys_dir.path().join("session-keys.json");
+    std::fs::write(&keys_file, r#"{"hashKey":"0123456789abcdef0123456789abcdef0123456789abcdef","encryptKey":"0123456789abcdef0123456789abcdef"}"#).unwrap();
+    let mut s = berth(port, &idp, Some(&keys_file));
+    let base = s.base.clone();
+
+    let page = reqwest::get(format!("{base}/")).await.unwrap();
+    let csp = header(&page, "content-security-policy");
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("Log in with Example SSO"));
+
+    let mut a = Agent::new();
+    let r = a.login(&base, "/", "alice", "alice-pw").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(location(&r), "/");
+    let set: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("berth_session="))
+        .expect("session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(
+        !a.jar["berth_session"].contains("alice"),
+        "the cookie value is encrypted"
+    );
+
+    let home = a
+        .send(Method::GET, &format!("{base}/"), None, &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        home.contains("Signed in as <b>alice</b>") && home.contains("artifact-workloads"),
+        "{home}"
+    );
+
+    // A cookie alone does not authorize a state change (CSRF).
+    let r = a
+        .send(
+            Method::POST,
+            &format!("{base}/zot/auth/apikey"),
+            None,
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = a
+        .client
+        .post(format!("{base}/zot/auth/apikey"))
+        .header("cookie", a.cookie_header())
+        .header("x-berth-request", "1")
+        .body(r#"{"label":"from-the-browser"}"#)
+        .send()
+        .await
+        .unwrap();
+    let key = expect_status(r, StatusCode::CREATED)
+        .await
+        .json_body()
+        .await["apiKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The key acts with alice's groups from the provider: create, not update.
+    s.login(Some(&format!("alice:{key}")));
+    let (manifest, _) = s.push_image("team/app", "1.0", 4, 1).await;
+    let r = s
+        .put_manifest("team/app", "1.0", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    s.login(None);
+
+    // Sessions survive a restart when the keys come from sessionKeysFile.
+    s.restart();
+    a.client = Agent::new().client; // the old connections died with the process
+    let home = a
+        .send(Method::GET, &format!("{base}/"), None, &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("Signed in as <b>alice</b>"), "{home}");
+
+    // A tampered cookie is no session, and no error.
+    let mut forged = Agent::new();
+    let mut value = a.jar["berth_session"].clone();
+    value.replace_range(10..12, if &value[10..12] == "AA" { "BB" } else { "AA" });
+    forged.jar.insert("berth_session".into(), value);
+    let r = forged
+        .send(Method::GET, &format!("{base}/zot/auth/apikey"), None, &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Logout ends the session on the server: the old cookie is dead too.
+    let old = a.jar["berth_session"].clone();
+    let r = a
+        .send(
+            Method::POST,
+            &format!("{base}/zot/auth/logout"),
+            None,
+            &[("x-berth-request", "1")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut replay = Agent::new();
+    replay.jar.insert("berth_session".into(), old);
+    let home = replay
+        .send(Method::GET, &format!("{base}/"), None, &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("Log in with"), "{home}");
+    drop(idp);
+}
+
+#[tokio::test]
+async fn login_refuses_forgery_and_open_redirects() {
+    let port = free_port();
+    let idp = Idp::start(&format!("http://127.0.0.1:{port}/zot/auth/callback/oidc"));
+    let s = berth(port, &idp, None);
+    let base = s.base.clone();
+
+    // callback_ui pointing elsewhere lands on "/".
+    let mut a = Agent::new();
+    let r = a
+        .login(&base, "https://evil.test/steal", "root", "root-pw")
+        .await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(location(&r), "/");
+    let r = Agent::new()
+        .login(&base, "/ui/app.js", "root", "root-pw")
+        .await;
+    assert_eq!(location(&r), "/ui/app.js");
+
+    // A callback with someone else's state, or none, is refused.
+    let mut b = Agent::new();
+    let r = b
+        .send(
+            Method::GET,
+            &format!("{base}/zot/auth/login?provider=oidc"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = b
+        .send(
+            Method::GET,
+            &format!("{base}/zot/auth/callback/oidc?code=x&state=wrong"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = Agent::new()
+        .send(
+            Method::GET,
+            &format!("{base}/zot/auth/callback/oidc?code=x&state=y"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = Agent::new()
+        .send(
+            Method::GET,
+            &format!("{base}/zot/auth/login?provider=nope"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A wrong password at the provider never reaches Berth.
+    let mut c = Agent::new();
+    let (_, form_url) = c
+        .follow(&format!("{base}/zot/auth/login?provider=oidc"))
+        .await;
+    let r = c
+        .send(
+            Method::POST,
+            &format!("{}/login", form_url.split('?').next().unwrap()),
+            Some(&[("login", "root"), ("password", "nope")]),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    drop(idp);
+}
+
+#[test]
+fn a_person_logs_in_with_a_browser_and_mints_a_key() {
+    let port = free_port();
+    let idp = Idp::start(&format!("http://127.0.0.1:{port}/zot/auth/callback/oidc"));
+    let s = berth(port, &idp, None);
+    let shots = tempfile::tempdir().unwrap();
+    let shot = shots.path().join("berth-keys.png");
+    let out = Command::new("timeout")
+        .args(["120", "node", "browser.mjs"])
+        .arg(&s.base)
+        .args(["root", "root-pw", "laptop"])
+        .arg(&shot)
+        .current_dir(fixtures())
+        .output()
+        .expect("node");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    assert!(v["who"].as_str().unwrap().contains("root"), "{v}");
+    assert!(v["key"].as_str().unwrap().starts_with("zak_"), "{v}");
+    assert!(v["rows"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["after_logout"], true);
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    if let Ok(dir) = std::env::var("BERTH_SCREENSHOTS") {
+        let _ = std::fs::copy(&shot, PathBuf::from(dir).join("berth-keys.png"));
+    }
+    // The key minted in the browser is an admin's: it may overwrite.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    s.login(Some(&format!("root:{}", v["key"].as_str().unwrap())));
+    let (manifest, _) = rt.block_on(s.push_image("admin/app", "1", 5, 1));
+    assert_eq!(
+        rt.block_on(s.put_manifest("admin/app", "1", OCI_MANIFEST, &manifest))
+            .status(),
+        StatusCode::CREATED
+    );
+    drop(idp);
+}
