@@ -585,4 +585,95 @@ mod tests {
         );
         assert!(authn.needs_credentials());
     }
+
+    /// Every action x kind of identity x shape of policy: the expected
+    /// answers written out as a table (R C U D).
+    #[test]
+    fn decision_table() {
+        let all = ["read", "create", "update", "delete"];
+        let shapes: Vec<(&str, Policy)> = vec![
+            (
+                "anonymous read only",
+                Policy::new(&PolicySpec {
+                    repositories: vec![repo("**", vec![], &[], &["read"])],
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+            (
+                "default read+create",
+                Policy::new(&PolicySpec {
+                    repositories: vec![repo("**", vec![], &["read", "create"], &[])],
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+            (
+                "user policy",
+                Policy::new(&PolicySpec {
+                    repositories: vec![repo("**", vec![rule(&["u"], &[], &all)], &[], &[])],
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+            (
+                "group policy",
+                Policy::new(&PolicySpec {
+                    repositories: vec![repo(
+                        "**",
+                        vec![rule(&[], &["g"], &["read", "create"])],
+                        &[],
+                        &[],
+                    )],
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+            (
+                "admin only",
+                Policy::new(&PolicySpec {
+                    admin: Some(rule(&[], &["admins"], &all)),
+                    ..Default::default()
+                })
+                .unwrap(),
+            ),
+        ];
+        let anon = Identity::anonymous();
+        let user = Identity::user("u", vec![], Method::Htpasswd);
+        let member = Identity::user("m", vec!["g".into()], Method::Session);
+        let admin = Identity::user("a", vec!["admins".into()], Method::Htpasswd);
+        let mut scoped = Identity::user("u", vec![], Method::ApiKey);
+        scoped.scopes = Some(vec![Scope::parse("repository:x/**:read").unwrap()]);
+        let who: [(&str, &Identity); 5] = [
+            ("anonymous", &anon),
+            ("user u", &user),
+            ("group member", &member),
+            ("admin", &admin),
+            ("u's scoped key", &scoped),
+        ];
+        // Rows: shape; columns: identity; each cell R C U D.
+        let expected = [
+            ["R---", "----", "----", "----", "----"],
+            ["----", "RC--", "RC--", "RC--", "R---"],
+            ["----", "RCUD", "----", "----", "R---"],
+            ["----", "----", "RC--", "----", "----"],
+            ["----", "----", "----", "RCUD", "----"],
+        ];
+        for (row, (shape, policy)) in shapes.iter().enumerate() {
+            for (col, (name, id)) in who.iter().enumerate() {
+                let got: String = Action::ALL
+                    .iter()
+                    .zip(["R", "C", "U", "D"])
+                    .map(|(a, l)| {
+                        if policy.decide(id, *a, "x/repo").allowed {
+                            l
+                        } else {
+                            "-"
+                        }
+                    })
+                    .collect();
+                assert_eq!(got, expected[row][col], "{shape} / {name}");
+            }
+        }
+    }
 }

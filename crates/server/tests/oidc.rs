@@ -400,6 +400,35 @@ async fn login_refuses_forgery_and_open_redirects() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A user in no group may log in and mint a key, but not push.
+    let mut d = Agent::new();
+    let r = d.login(&base, "/", "carol", "carol-pw").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let r = d
+        .client
+        .post(format!("{base}/zot/auth/apikey"))
+        .header("cookie", d.cookie_header())
+        .header("x-berth-request", "1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let key = expect_status(r, StatusCode::CREATED)
+        .await
+        .json_body()
+        .await["apiKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s
+        .send(
+            Method::POST,
+            "/v2/team/app/blobs/uploads/",
+            &[("authorization", &basic(&format!("carol:{key}")))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // A wrong password at the provider never reaches Berth.
     let mut c = Agent::new();
     let (_, form_url) = c

@@ -8,6 +8,7 @@ import Provider from 'oidc-provider';
 const USERS = {
   alice: { password: 'alice-pw', groups: ['artifact-workloads'] },
   root: { password: 'root-pw', groups: ['admins', 'artifact-workloads'] },
+  carol: { password: 'carol-pw', groups: [] },
 };
 
 const server = http.createServer();
