@@ -23,6 +23,7 @@ pub struct App {
     pub registry: Registry,
     pub settings: Arc<Settings>,
     pub auth: Arc<Auth>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Cleared when shutdown begins, so load balancers stop sending traffic.
     pub ready: Arc<AtomicBool>,
 }
@@ -33,6 +34,7 @@ impl App {
             registry,
             settings: Arc::new(settings),
             auth: Arc::new(auth),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             ready: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -59,7 +61,11 @@ impl App {
 }
 
 pub fn router(app: App) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(path) = app.settings.metrics_path.as_deref() {
+        router = router.route(path, get(crate::metrics::serve));
+    }
+    router
         .route("/livez", get(|| async { StatusCode::OK }))
         .route("/startupz", get(|| async { StatusCode::OK }))
         .route("/readyz", get(readyz))
@@ -76,7 +82,10 @@ pub fn router(app: App) -> Router {
         .route("/v2/", axum::routing::any(v2::dispatch))
         .route("/v2/{*rest}", axum::routing::any(v2::dispatch))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            log_request,
+        ))
         .with_state(app)
 }
 
@@ -93,13 +102,19 @@ async fn not_found() -> Response {
 }
 
 /// One debug line per request; errors at info so they are seen by default.
-async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
+async fn log_request(
+    State(app): State<App>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
+    let elapsed = started.elapsed();
+    app.metrics.observe(&method, status, elapsed.as_secs_f64());
+    let micros = elapsed.as_micros() as u64;
     if status >= 500 {
         tracing::error!(%method, %path, status, micros, "request failed");
     } else if status >= 400 && status != 401 && status != 404 {

@@ -7,6 +7,7 @@
 //! - [`apikeys`]: zot's `/zot/auth/apikey` endpoints.
 //! - [`oidc`], [`session`]: OpenID Connect login and browser sessions.
 //! - [`ui`]: the landing page (who you are, log in, manage API keys).
+//! - [`metrics`]: Prometheus metrics with zot's names.
 //! - [`v2`]: the `/v2` dispatcher and its thin handlers.
 //! - [`error`]: the one mapping from errors to status, headers and the OCI
 //!   JSON error body.
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod oidc;
 pub mod serve;
 pub mod session;

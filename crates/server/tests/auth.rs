@@ -35,8 +35,9 @@ fn seed_config(htpasswd: &Path) -> String {
             "**":{{"anonymousPolicy":["read"],"policies":[{{"groups":["artifact-workloads"],"actions":["read","create"]}}]}},
             "private/**":{{"policies":[{{"users":["alice"],"actions":["read","create","update","delete"]}}]}}
           }},
-          "adminPolicy":{{"groups":["admins"],"actions":["read","create","update","delete"]}}
-        }}}}"#,
+          "adminPolicy":{{"groups":["admins"],"actions":["read","create","update","delete"]}},
+          "metrics":{{"users":[""]}}
+        }}}},"extensions":{{"metrics":{{"enable":true,"prometheus":{{"path":"/metrics"}}}}}}"#,
         htpasswd.display().to_string()
     )
 }
@@ -474,4 +475,32 @@ fn policy_explain_names_the_rule() {
     assert!(out.contains("adminPolicy"), "{out}");
     let out = run(&["--action", "read", "--repo", "app/web"]);
     assert!(out.contains("anonymousPolicy"), "{out}");
+}
+
+#[tokio::test]
+async fn metrics_follow_access_control() {
+    let (s, dir) = start();
+    // The seed's `users: [""]`: anyone may scrape.
+    s.get("/v2/").await;
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("zot_http_requests_total{method=\"GET\",code=\"401\"}"),
+        "{text}"
+    );
+    assert!(text.contains("zot_info{"), "{text}");
+    drop(s);
+
+    // Only named users otherwise.
+    let config = seed_config(&dir.path().join("htpasswd")).replace(
+        r#""metrics":{"users":[""]}"#,
+        r#""metrics":{"users":["admin"]}"#,
+    );
+    let s = Server::start_with(&config);
+    unauthorized(s.get("/metrics").await).await;
+    s.login(Some("bob:bob-pw"));
+    assert_eq!(s.get("/metrics").await.status(), StatusCode::FORBIDDEN);
+    s.login(Some("admin:admin-pw"));
+    assert_eq!(s.get("/metrics").await.status(), StatusCode::OK);
 }

@@ -33,7 +33,6 @@ fn version_and_verify() {
         "http.auth",
         "http.accessControl",
         "extensions.sync",
-        "extensions.metrics",
         "storage.retention",
     ] {
         assert!(text.contains(feature), "{feature} not reported in {text}");

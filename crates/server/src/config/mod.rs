@@ -124,6 +124,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_output: Option<PathBuf>,
+    /// Where Prometheus metrics are served (`extensions.metrics`), if at all.
+    pub metrics_path: Option<String>,
     /// `http.externalUrl`: the public base URL (OpenID redirects).
     pub external_url: Option<String>,
     /// `http.auth`, as configured.
@@ -155,6 +157,7 @@ impl Settings {
             tls: None,
             log_level: "info".into(),
             log_output: None,
+            metrics_path: None,
             external_url: None,
             auth: None,
             access_control: None,
@@ -229,6 +232,8 @@ impl Settings {
             tls,
             log_level,
             log_output: c.log.output.as_ref().map(PathBuf::from),
+            metrics_path: metrics_path(c)
+                .map_err(|m| err("extensions.metrics.prometheus.path", m))?,
             external_url: c.http.external_url.clone(),
             auth: c.http.auth.clone(),
             access_control: c.http.access_control.clone(),
@@ -236,6 +241,34 @@ impl Settings {
             inactive: inactive_features(c),
         })
     }
+}
+
+/// The metrics path when metrics are enabled; zot's rules for the path.
+fn metrics_path(c: &Config) -> Result<Option<String>, String> {
+    let Some(m) = c.extensions.as_ref().and_then(|e| e.metrics.as_ref()) else {
+        return Ok(None);
+    };
+    if m.enable == Some(false) {
+        return Ok(None);
+    }
+    let path = m
+        .prometheus
+        .as_ref()
+        .and_then(|p| p.path.clone())
+        .unwrap_or_else(|| "/metrics".into());
+    let reserved = ["/", "/v2", "/zot", "/livez", "/readyz", "/startupz", "/ui"];
+    let clean = path.starts_with('/')
+        && !path.contains("//")
+        && !path.contains("..")
+        && !path.ends_with('/');
+    if !clean
+        || reserved
+            .iter()
+            .any(|r| path == *r || path.starts_with(&format!("{r}/")) && *r != "/")
+    {
+        return Err(format!("{path:?} is not a clean path of its own"));
+    }
+    Ok(Some(path))
 }
 
 /// The configured features that this build parses but does not act on.
@@ -270,7 +303,6 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
     if let Some(e) = &c.extensions {
         note(e.sync.is_some(), "extensions.sync");
         note(e.search.is_some(), "extensions.search");
-        note(e.metrics.is_some(), "extensions.metrics");
         note(e.scrub.is_some(), "extensions.scrub");
         note(e.lint.is_some(), "extensions.lint");
         note(e.ui.is_some(), "extensions.ui");

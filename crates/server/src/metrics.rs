@@ -1,0 +1,146 @@
+//! Prometheus metrics (`extensions.metrics`), with zot's metric names where
+//! zot has one so existing dashboards keep working. Labels are bounded:
+//! method and status code only (never a name taken from a request).
+
+use crate::app::App;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+/// The metrics of one process.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<MethodLabels, Histogram>,
+    auth_failures: Counter,
+}
+
+fn method_label(m: &http::Method) -> String {
+    match *m {
+        http::Method::GET
+        | http::Method::HEAD
+        | http::Method::POST
+        | http::Method::PUT
+        | http::Method::PATCH
+        | http::Method::DELETE => m.as_str().to_owned(),
+        _ => "OTHER".to_owned(),
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "zot_http_requests",
+            "Requests served, by method and status code",
+            requests.clone(),
+        );
+        let latency = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ])
+        });
+        registry.register(
+            "zot_http_method_latency_seconds",
+            "Request latency by method",
+            latency.clone(),
+        );
+        let auth_failures = Counter::default();
+        registry.register(
+            "berth_auth_failures",
+            "Requests refused for bad or missing credentials",
+            auth_failures.clone(),
+        );
+        let info = Info::new(vec![
+            ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+            (
+                "commit".to_owned(),
+                option_env!("BERTH_COMMIT").unwrap_or("unknown").to_owned(),
+            ),
+            ("binary_type".to_owned(), "berth".to_owned()),
+        ]);
+        registry.register("zot", "Build information", info);
+        Metrics {
+            registry,
+            requests,
+            latency,
+            auth_failures,
+        }
+    }
+
+    /// Records one finished request.
+    pub fn observe(&self, method: &http::Method, status: u16, seconds: f64) {
+        let method = method_label(method);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.clone(),
+                code: status.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&MethodLabels { method })
+            .observe(seconds);
+        if status == 401 {
+            self.auth_failures.inc();
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// `GET <prometheus.path>`, allowed by `accessControl.metrics`.
+pub async fn serve(State(app): State<App>, req: Request) -> Response {
+    let who = match app.auth.identify(req.method(), req.headers()).await {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    if !app.auth.policy.metrics_allowed(&who) {
+        let e = if who.is_anonymous() {
+            app.auth.unauthorized("authentication required")
+        } else {
+            crate::error::ApiError::with_detail(
+                berth_oci::ErrorCode::Denied,
+                "metrics are not readable by this user",
+            )
+        };
+        return e.into_response();
+    }
+    let mut r = (http::StatusCode::OK, app.metrics.render()).into_response();
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
+}
