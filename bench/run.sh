@@ -161,6 +161,32 @@ for reg in berth dist; do
   rm -rf "$W/$reg-small"
 done
 
+# Authentication overhead: manifest GET by tag, anonymous vs htpasswd vs API key.
+echo "== berth with auth ==" >&2
+htpasswd -nbB -C 10 bench bench-pw > "$W/htpasswd"
+port=$(free_port)
+cat > "$W/berth-auth.json" <<JSON
+{"storage":{"rootDirectory":"$W/berth-auth"},"http":{"address":"127.0.0.1","port":"$port","realm":"bench",
+ "auth":{"htpasswd":{"path":"$W/htpasswd"},"apikey":true},
+ "accessControl":{"repositories":{"**":{"anonymousPolicy":["read"],"policies":[{"users":["bench"],"actions":["read","create","update","delete"]}]}}}},
+ "log":{"level":"warn","output":"$W/berth-auth.log"}}
+JSON
+"$BERTH" serve "$W/berth-auth.json" > /dev/null & PID=$!; PIDS+=("$PID"); URL="http://127.0.0.1:$port"
+"$BB" wait-ready --url "$URL/livez" > /dev/null
+BASIC="Basic $(printf 'bench:bench-pw' | base64 -w0)"
+curl -s -o /dev/null -H "Authorization: $BASIC" "$URL/v2/" # warm the verification cache
+KEY=$(curl -s -H "Authorization: $BASIC" -X POST -d '{"label":"bench"}' "$URL/zot/auth/apikey" | sed 's/.*"apiKey":"\([^"]*\)".*/\1/')
+KEYAUTH="Basic $(printf 'bench:%s' "$KEY" | base64 -w0)"
+AUTH_HEADER="$BASIC" "$BB" push-small --base "$URL" --concurrency 1 --images 1 --repo bench/auth > /dev/null
+for mode in anonymous basic apikey; do
+  case $mode in anonymous) h="X-Bench: 1" ;; basic) h="Authorization: $BASIC" ;; apikey) h="Authorization: $KEYAUTH" ;; esac
+  w=$(wrk -t1 -c32 -d"${DURATION:-10}"s --latency -H "$acc" -H "$h" "$URL/v2/bench/auth/manifests/t0")
+  R[auth.$mode.rps]=$(echo "$w" | awk '/^Requests\/sec/ {print int($2)}')
+  R[auth.$mode.p99]=$(echo "$w" | awk '$1=="99%" {print $2}')
+  if echo "$w" | grep -q "Non-2xx"; then echo "auth bench ($mode): requests failed" >&2; echo "$w" >&2; exit 1; fi
+done
+stop_registry
+
 # nginx: the ceiling for a raw pull of the same file.
 port=$(free_port); mkdir -p "$W/www" "$W/nginx"; ln "$W/big" "$W/www/big"
 cat > "$W/nginx.conf" <<NGX
@@ -193,5 +219,11 @@ mkdir -p bench/out
   echo "| _catalog, 1,000 repositories (p50) | ${R[berth.catalog_ms]} ms | ${R[dist.catalog_ms]} ms | $(ratio "${R[dist.catalog_ms]}" "${R[berth.catalog_ms]}")x |"
   echo "| start-up, 1,000 repositories stored | ${R[berth.start_ms]} ms | ${R[dist.start_ms]} ms | |"
   echo "| RSS idle | $((R[berth.rss_idle] / 1024)) MiB | $((R[dist.rss_idle] / 1024)) MiB | |"
-  echo "| RSS peak: 1 GiB push / pull / small images | $((R[berth.rss_peak_push] / 1024)) / $((R[berth.rss_peak_blob] / 1024)) / $((R[berth.rss_peak] / 1024)) MiB | $((R[dist.rss_peak_push] / 1024)) / $((R[dist.rss_peak_blob] / 1024)) / $((R[dist.rss_peak] / 1024)) MiB | |"
+  echo "| RSS peak: ${SIZE_MIB} MiB push / pull / small images | $((R[berth.rss_peak_push] / 1024)) / $((R[berth.rss_peak_blob] / 1024)) / $((R[berth.rss_peak] / 1024)) MiB | $((R[dist.rss_peak_push] / 1024)) / $((R[dist.rss_peak_blob] / 1024)) / $((R[dist.rss_peak] / 1024)) MiB | |"
+  echo
+  echo "| manifest GET by tag, c=32, Berth with auth | req/s | p99 | vs anonymous |"
+  echo "|---|---|---|---|"
+  for mode in anonymous basic apikey; do
+    echo "| $mode | ${R[auth.$mode.rps]} | ${R[auth.$mode.p99]} | $(ratio "${R[auth.$mode.rps]}" "${R[auth.anonymous.rps]}")x |"
+  done
 } | tee bench/out/results.md

@@ -155,7 +155,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let c = Client::builder().pool_max_idle_per_host(64).build()?;
+    // AUTH_HEADER, when set, is sent as `Authorization` with every request.
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(v) = std::env::var("AUTH_HEADER") {
+        headers.insert(reqwest::header::AUTHORIZATION, v.parse()?);
+    }
+    let c = Client::builder()
+        .pool_max_idle_per_host(64)
+        .default_headers(headers)
+        .build()?;
     match Cli::parse().cmd {
         Cmd::PushSmall {
             base,

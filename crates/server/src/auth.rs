@@ -281,6 +281,17 @@ impl Auth {
             }
             Presented::Basic { user, password } => (user, password),
         };
+        // An API key is recognised by its prefix and looked up by hash
+        // first: cheap, and it spares a password check that must fail.
+        if let (Some(keys), Some(hash)) = (&self.api_keys, apikey::hash_of(&password)) {
+            if let Some(k) = keys.get(&hash) {
+                if k.owner == user && !k.is_expired() {
+                    let mut id = Identity::user(&user, k.groups.clone(), Method::ApiKey);
+                    id.scopes = k.parsed_scopes();
+                    return Ok(id);
+                }
+            }
+        }
         if let Some(h) = &self.htpasswd {
             if h.has_user(&user) {
                 let ok = h.cached(&user, &password) || {
@@ -295,15 +306,6 @@ impl Auth {
                 if ok {
                     let groups = self.policy.static_groups(&user);
                     return Ok(Identity::user(&user, groups, Method::Htpasswd));
-                }
-            }
-        }
-        if let (Some(keys), Some(hash)) = (&self.api_keys, apikey::hash_of(&password)) {
-            if let Some(k) = keys.get(&hash) {
-                if k.owner == user && !k.is_expired() {
-                    let mut id = Identity::user(&user, k.groups.clone(), Method::ApiKey);
-                    id.scopes = k.parsed_scopes();
-                    return Ok(id);
                 }
             }
         }
