@@ -43,9 +43,9 @@ async fn caller(
     method: &http::Method,
     headers: &http::HeaderMap,
 ) -> Result<Identity, ApiError> {
-    let who = app.auth.identify(method, headers).await?;
+    let who = app.auth().identify(method, headers).await?;
     match who.method {
-        Method::Anonymous => Err(app.auth.unauthorized("authentication required")),
+        Method::Anonymous => Err(app.auth().unauthorized("authentication required")),
         Method::ApiKey => Err(ApiError::with_detail(
             ErrorCode::Denied,
             "API keys cannot manage API keys",
@@ -55,7 +55,7 @@ async fn caller(
 }
 
 async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
-    let Some(table) = app.auth.api_keys.clone() else {
+    let Some(table) = app.auth().api_keys.clone() else {
         return Ok((StatusCode::NOT_FOUND, "API keys are not enabled\n").into_response());
     };
     let (parts, body) = req.into_parts();

@@ -5,6 +5,7 @@ use crate::auth::{Access, Auth};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::v2;
+use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,9 @@ use std::sync::Arc;
 pub struct App {
     pub registry: Registry,
     pub settings: Arc<Settings>,
-    pub auth: Arc<Auth>,
+    /// Swapped whole on a configuration reload; a request keeps the one it
+    /// started with.
+    auth: Arc<ArcSwap<Auth>>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cleared when shutdown begins, so load balancers stop sending traffic.
     pub ready: Arc<AtomicBool>,
@@ -33,10 +36,20 @@ impl App {
         App {
             registry,
             settings: Arc::new(settings),
-            auth: Arc::new(auth),
+            auth: Arc::new(ArcSwap::from_pointee(auth)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             ready: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// The authentication and policy in force.
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.load_full()
+    }
+
+    /// Puts a new authentication and policy in force.
+    pub fn set_auth(&self, auth: Auth) {
+        self.auth.store(Arc::new(auth));
     }
 
     /// The one authorization decision of a request, made before any handler
@@ -49,12 +62,12 @@ impl App {
         method: &http::Method,
         headers: &HeaderMap,
     ) -> Result<Access, ApiError> {
-        if self.settings.auth_unsupported {
-            return Err(self.auth.unauthorized(
+        if self.auth().fail_closed {
+            return Err(self.auth().unauthorized(
                 "the configured authentication method is not supported by this build",
             ));
         }
-        self.auth
+        self.auth()
             .authorize(&self.registry, endpoint, query, method, headers)
             .await
     }

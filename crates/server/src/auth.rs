@@ -108,9 +108,11 @@ pub struct Auth {
     pub realm: String,
     pub fail_delay: Duration,
     /// OpenID Connect providers, when configured.
-    pub oidc: Option<crate::oidc::Oidc>,
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Only unsupported methods are configured: refuse every request.
+    pub fail_closed: bool,
     /// Browser sessions (with OpenID).
-    pub sessions: Option<crate::session::Sessions>,
+    pub sessions: Option<Arc<crate::session::Sessions>>,
 }
 
 fn rule(p: &PolicyConfig) -> RuleSpec {
@@ -165,6 +167,7 @@ impl Auth {
             fail_delay: Duration::ZERO,
             oidc: None,
             sessions: None,
+            fail_closed: false,
         }
     }
 
@@ -211,10 +214,14 @@ impl Auth {
                 let secure = s.tls.is_some()
                     || a.secure_session == Some(true)
                     || base_url.starts_with("https://");
-                let oidc = crate::oidc::Oidc::new(cfg, base_url)?;
+                let oidc = Arc::new(crate::oidc::Oidc::new(cfg, base_url)?);
                 (
                     Some(oidc),
-                    Some(crate::session::Sessions::new(key, secure, registry.clone())),
+                    Some(Arc::new(crate::session::Sessions::new(
+                        key,
+                        secure,
+                        registry.clone(),
+                    ))),
                 )
             }
             None => (None, None),
@@ -228,7 +235,22 @@ impl Auth {
             fail_delay: Duration::from_secs(a.fail_delay.unwrap_or(0)),
             oidc,
             sessions,
+            fail_closed: s.auth_unsupported,
         })
+    }
+
+    /// The next configuration's authentication, keeping what is state
+    /// rather than configuration: login sessions (and the provider clients
+    /// that made them) and the loaded API key table.
+    pub fn carry_over(mut self, old: &Auth) -> Auth {
+        if self.sessions.is_some() && old.sessions.is_some() {
+            self.sessions = old.sessions.clone();
+            self.oidc = old.oidc.clone();
+        }
+        if self.api_keys.is_some() && old.api_keys.is_some() {
+            self.api_keys = old.api_keys.clone();
+        }
+        self
     }
 
     fn challenge(&self) -> String {

@@ -86,10 +86,7 @@ fn explain(
     ))
 }
 
-fn settings_from(path: &std::path::Path) -> Result<Settings, config::ConfigError> {
-    let parsed = config::load(path)?;
-    Settings::resolve(&parsed, &path.display().to_string())
-}
+use config::settings_from;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -251,7 +251,8 @@ fn redirect(to: &str) -> Response {
 
 /// `GET /zot/auth/login?provider=<name>&callback_ui=<where to return>`.
 pub async fn login(State(app): State<App>, req: Request) -> Response {
-    let (Some(oidc), Some(sessions)) = (&app.auth.oidc, &app.auth.sessions) else {
+    let auth = app.auth();
+    let (Some(oidc), Some(sessions)) = (&auth.oidc, &auth.sessions) else {
         return text(
             http::StatusCode::NOT_FOUND,
             "OpenID login is not configured",
@@ -310,7 +311,8 @@ pub async fn callback(
     uri: http::Uri,
     headers: http::HeaderMap,
 ) -> Response {
-    let (Some(oidc), Some(sessions)) = (&app.auth.oidc, &app.auth.sessions) else {
+    let auth = app.auth();
+    let (Some(oidc), Some(sessions)) = (&auth.oidc, &auth.sessions) else {
         return text(
             http::StatusCode::NOT_FOUND,
             "OpenID login is not configured",
@@ -332,8 +334,8 @@ pub async fn callback(
         },
         Err(e) => {
             tracing::info!(provider = %name, reason = %e, "login refused");
-            if !app.auth.fail_delay.is_zero() {
-                tokio::time::sleep(app.auth.fail_delay).await;
+            if !app.auth().fail_delay.is_zero() {
+                tokio::time::sleep(app.auth().fail_delay).await;
             }
             let mut r = text(http::StatusCode::UNAUTHORIZED, "login failed");
             r.headers_mut().append(
@@ -352,8 +354,8 @@ async fn finish(
     uri: &http::Uri,
     headers: &http::HeaderMap,
 ) -> Result<(Session, String), String> {
-    let sessions = app
-        .auth
+    let auth = app.auth();
+    let sessions = auth
         .sessions
         .as_ref()
         .ok_or("sessions are not configured")?;
@@ -445,7 +447,8 @@ fn standard_claim(
 
 /// `POST /zot/auth/logout`: ends the session.
 pub async fn logout(State(app): State<App>, req: Request) -> Response {
-    let Some(sessions) = &app.auth.sessions else {
+    let auth = app.auth();
+    let Some(sessions) = &auth.sessions else {
         return text(http::StatusCode::NOT_FOUND, "sessions are not configured");
     };
     let clear = sessions.end(req.headers()).await;

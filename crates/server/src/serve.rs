@@ -108,6 +108,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let auth = Auth::from_settings(&settings, &registry, &base_url).await?;
+    let registry_for_reload = registry.clone();
     let app = App::new(registry.clone(), settings, auth);
     let router = app::router(app.clone());
 
@@ -121,6 +122,15 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
                 Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
             }
         }
+    });
+
+    let watcher = app.settings.config_path.clone().map(|path| {
+        tokio::spawn(watch_config(
+            app.clone(),
+            registry_for_reload.clone(),
+            path,
+            base_url.clone(),
+        ))
     });
 
     tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "berth listening");
@@ -186,9 +196,78 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     app.ready.store(false, Ordering::Relaxed);
     drop(listener);
     expiry.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     Ok(())
+}
+
+/// How often the configuration file is looked at.
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Re-reads the configuration when its file changes or on SIGHUP.
+async fn watch_config(app: App, registry: Registry, path: std::path::PathBuf, base_url: String) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last = file_stamp(&path);
+    let mut tick = tokio::time::interval(CONFIG_POLL);
+    loop {
+        let signalled = tokio::select! {
+            _ = tick.tick() => false,
+            _ = async {
+                match hangup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => true,
+        };
+        let now = file_stamp(&path);
+        if !signalled && now == last {
+            continue;
+        }
+        last = now;
+        reload(&app, &registry, &path, &base_url).await;
+    }
+}
+
+/// Applies a new configuration's access control, authentication and their
+/// files, or keeps the running one if the new file does not validate.
+/// Requests in flight finish with the configuration they started with.
+async fn reload(app: &App, registry: &Registry, path: &std::path::Path, base_url: &str) {
+    let new = match crate::config::settings_from(path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            return;
+        }
+    };
+    let old = &app.settings;
+    if new.address != old.address
+        || new.port != old.port
+        || new.root_directory != old.root_directory
+        || new.tls.is_some() != old.tls.is_some()
+        || new.metrics_path != old.metrics_path
+    {
+        tracing::warn!(
+            "listen address, storage, TLS and metrics path changes take effect at the next restart"
+        );
+    }
+    match Auth::from_settings(&new, registry, base_url).await {
+        Ok(auth) => {
+            let auth = auth.carry_over(&app.auth());
+            app.set_auth(auth);
+            tracing::info!(path = %path.display(), "configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays")
+        }
+    }
 }

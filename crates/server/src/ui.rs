@@ -47,7 +47,8 @@ code{{background:#f3f3f3;padding:.1rem .3rem;word-break:break-all}}.key{{font-si
 
 /// `GET /`.
 pub async fn index(State(app): State<App>, req: Request) -> Response {
-    let session = match &app.auth.sessions {
+    let auth = app.auth();
+    let session = match &auth.sessions {
         Some(s) => s.lookup(req.headers()).await,
         None => None,
     };
@@ -71,7 +72,7 @@ pub async fn index(State(app): State<App>, req: Request) -> Response {
             ))
         }
         None => {
-            let buttons: String = match &app.auth.oidc {
+            let buttons: String = match &auth.oidc {
                 Some(oidc) => oidc
                     .providers
                     .iter()

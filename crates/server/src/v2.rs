@@ -73,7 +73,8 @@ async fn handle(
         Endpoint::Catalog => {
             let (n, last) = pagination(query)?;
             // Only what the caller may read; the rule comes from the policy.
-            let (policy, who) = (&app.auth.policy, &access.identity);
+            let auth = app.auth();
+            let (policy, who) = (&auth.policy, &access.identity);
             let page = reg
                 .catalog(n, last, |repo| {
                     policy.decide(who, Action::Read, repo).allowed

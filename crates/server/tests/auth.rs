@@ -504,3 +504,62 @@ async fn metrics_follow_access_control() {
     s.login(Some("admin:admin-pw"));
     assert_eq!(s.get("/metrics").await.status(), StatusCode::OK);
 }
+
+/// Polls until `check` holds (a bounded wait, not a timing assertion).
+async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn live_reload_applies_valid_policies_and_keeps_the_old_on_invalid() {
+    let (s, dir) = start();
+    let ht = dir.path().join("htpasswd");
+    s.login(Some("admin:admin-pw"));
+    s.push_image("app/web", "v1", 1, 1).await;
+    s.login(None);
+    assert_eq!(
+        s.get("/v2/app/web/manifests/v1").await.status(),
+        StatusCode::OK
+    );
+
+    // No more anonymous reads: the next requests obey.
+    let closed = seed_config(&ht).replace(r#""anonymousPolicy":["read"],"#, "");
+    s.rewrite_config(&closed);
+    eventually("anonymous reads refused", || async {
+        s.get("/v2/app/web/manifests/v1").await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+
+    // An invalid file is refused, and the policy in force stays.
+    s.write_raw_config(r#"{"storage":{"rootDirectory":"/x"},"http":{"port":"0","accessControl":{"repositories":{"**":{"anonymousPolicy":["fly"]}}}}}"#);
+    eventually("reload refused", || async {
+        s.log().contains("configuration reload refused")
+    })
+    .await;
+    assert_eq!(
+        s.get("/v2/app/web/manifests/v1").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    s.login(Some("admin:admin-pw"));
+    assert_eq!(
+        s.get("/v2/app/web/manifests/v1").await.status(),
+        StatusCode::OK
+    );
+    s.login(None);
+
+    // SIGHUP reloads at once.
+    s.rewrite_config(&seed_config(&ht));
+    s.hangup();
+    eventually("anonymous reads back", || async {
+        s.get("/v2/app/web/manifests/v1").await.status() == StatusCode::OK
+    })
+    .await;
+}

@@ -124,6 +124,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_output: Option<PathBuf>,
+    /// The file this came from (for live reload); `None` for the default.
+    pub config_path: Option<PathBuf>,
     /// Where Prometheus metrics are served (`extensions.metrics`), if at all.
     pub metrics_path: Option<String>,
     /// `http.externalUrl`: the public base URL (OpenID redirects).
@@ -157,6 +159,7 @@ impl Settings {
             tls: None,
             log_level: "info".into(),
             log_output: None,
+            config_path: None,
             metrics_path: None,
             external_url: None,
             auth: None,
@@ -232,6 +235,7 @@ impl Settings {
             tls,
             log_level,
             log_output: c.log.output.as_ref().map(PathBuf::from),
+            config_path: None,
             metrics_path: metrics_path(c)
                 .map_err(|m| err("extensions.metrics.prometheus.path", m))?,
             external_url: c.http.external_url.clone(),
@@ -241,6 +245,14 @@ impl Settings {
             inactive: inactive_features(c),
         })
     }
+}
+
+/// Reads, checks and resolves a configuration file, remembering its path.
+pub fn settings_from(path: &Path) -> Result<Settings, ConfigError> {
+    let parsed = load(path)?;
+    let mut s = Settings::resolve(&parsed, &path.display().to_string())?;
+    s.config_path = Some(path.to_owned());
+    Ok(s)
 }
 
 /// The metrics path when metrics are enabled; zot's rules for the path.

@@ -87,15 +87,40 @@ impl Server {
         self.dir.path().join("data")
     }
 
-    fn boot(&mut self) {
+    /// Writes the configuration file with `extra` spliced in.
+    fn write_config(&self, extra: &str) -> PathBuf {
         let config = self.dir.path().join("config.json");
         let text = format!(
             r#"{{"storage":{{"rootDirectory":{root:?}}},"http":{{"address":"127.0.0.1","port":"0"}},"log":{{"level":"info","output":{log:?}}}{extra}}}"#,
             root = self.root().display().to_string(),
             log = self.dir.path().join("berth.log").display().to_string(),
-            extra = self.extra
         );
-        std::fs::write(&config, text).expect("write config");
+        // Written aside and renamed, as an operator's tools do.
+        let tmp = self.dir.path().join("config.json.new");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &config).expect("install config");
+        config
+    }
+
+    /// Replaces the running server's configuration file (it reloads).
+    pub fn rewrite_config(&self, extra: &str) {
+        self.write_config(extra);
+    }
+
+    /// Writes raw text as the configuration file.
+    pub fn write_raw_config(&self, text: &str) {
+        std::fs::write(self.dir.path().join("config.json"), text).expect("write config");
+    }
+
+    /// Sends SIGHUP (reload the configuration now).
+    pub fn hangup(&self) {
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGHUP);
+        }
+    }
+
+    fn boot(&mut self) {
+        let config = self.write_config(&self.extra.clone());
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg("serve")
             .arg(&config)
