@@ -92,6 +92,7 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
                 .await?;
             table.insert(record.clone());
             tracing::info!(user = %user, key = %record.uuid, label = %record.label, "API key created");
+            audit(app, "create api key", 201, &who, &parts, &record.uuid);
             let mut view = record.public_view();
             view["apiKey"] = serde_json::Value::String(key);
             Ok(json(StatusCode::CREATED, view))
@@ -107,6 +108,7 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
                     .await?;
                 table.remove(&k.hash);
                 tracing::info!(user = %user, key = %k.uuid, "API key revoked");
+                audit(app, "revoke api key", 200, &who, &parts, &k.uuid);
             }
             // Like zot: revoking an unknown id is not an error.
             Ok(json(StatusCode::OK, serde_json::json!({})))
@@ -114,6 +116,23 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
         _ => Err(ApiError::from(
             berth_oci::endpoint::RouteError::MethodNotAllowed("GET, POST, DELETE"),
         )),
+    }
+}
+
+fn audit(
+    app: &App,
+    action: &str,
+    status: u16,
+    who: &Identity,
+    parts: &http::request::Parts,
+    key: &str,
+) {
+    if let Some(a) = &app.audit {
+        let mut e = crate::audit::Event::new(action, status)
+            .who(who)
+            .from(parts.extensions.get::<crate::audit::Peer>());
+        e.reference = Some(key.to_owned());
+        a.record(e);
     }
 }
 

@@ -27,6 +27,8 @@ pub struct App {
     /// started with.
     auth: Arc<ArcSwap<Auth>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `log.audit`, when configured.
+    pub audit: Option<Arc<crate::audit::Audit>>,
     /// Cleared when shutdown begins, so load balancers stop sending traffic.
     pub ready: Arc<AtomicBool>,
 }
@@ -38,6 +40,7 @@ impl App {
             settings: Arc::new(settings),
             auth: Arc::new(ArcSwap::from_pointee(auth)),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            audit: None,
             ready: Arc::new(AtomicBool::new(true)),
         }
     }

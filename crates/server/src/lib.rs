@@ -8,6 +8,7 @@
 //! - [`oidc`], [`session`]: OpenID Connect login and browser sessions.
 //! - [`ui`]: the landing page (who you are, log in, manage API keys).
 //! - [`metrics`]: Prometheus metrics with zot's names.
+//! - [`audit`]: the audit trail of mutating requests.
 //! - [`v2`]: the `/v2` dispatcher and its thin handlers.
 //! - [`error`]: the one mapping from errors to status, headers and the OCI
 //!   JSON error body.
@@ -16,6 +17,7 @@
 
 pub mod apikeys;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

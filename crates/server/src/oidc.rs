@@ -310,7 +310,9 @@ pub async fn callback(
     Path(name): Path<String>,
     uri: http::Uri,
     headers: http::HeaderMap,
+    peer: Option<axum::Extension<crate::audit::Peer>>,
 ) -> Response {
+    let peer = peer.map(|p| p.0);
     let auth = app.auth();
     let (Some(oidc), Some(sessions)) = (&auth.oidc, &auth.sessions) else {
         return text(
@@ -322,6 +324,18 @@ pub async fn callback(
         Ok((session, back)) => match sessions.create(&session).await {
             Ok(cookie) => {
                 tracing::info!(user = %session.user, provider = %name, "login");
+                if let Some(a) = &app.audit {
+                    let who = berth_auth::Identity::user(
+                        &session.user,
+                        session.groups.clone(),
+                        berth_auth::Method::Session,
+                    );
+                    a.record(
+                        crate::audit::Event::new("login", 302)
+                            .who(&who)
+                            .from(peer.as_ref()),
+                    );
+                }
                 let mut r = redirect(&back);
                 r.headers_mut().append(http::header::SET_COOKIE, cookie);
                 r.headers_mut().append(
@@ -334,6 +348,9 @@ pub async fn callback(
         },
         Err(e) => {
             tracing::info!(provider = %name, reason = %e, "login refused");
+            if let Some(a) = &app.audit {
+                a.record(crate::audit::Event::new("login", 401).from(peer.as_ref()));
+            }
             if !app.auth().fail_delay.is_zero() {
                 tokio::time::sleep(app.auth().fail_delay).await;
             }
@@ -451,6 +468,14 @@ pub async fn logout(State(app): State<App>, req: Request) -> Response {
     let Some(sessions) = &auth.sessions else {
         return text(http::StatusCode::NOT_FOUND, "sessions are not configured");
     };
+    if let (Some(a), Some(s)) = (&app.audit, sessions.lookup(req.headers()).await) {
+        let who = berth_auth::Identity::user(&s.user, s.groups, berth_auth::Method::Session);
+        a.record(
+            crate::audit::Event::new("logout", 200)
+                .who(&who)
+                .from(req.extensions().get::<crate::audit::Peer>()),
+        );
+    }
     let clear = sessions.end(req.headers()).await;
     let mut r = (http::StatusCode::OK, "{}").into_response();
     r.headers_mut().insert(

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,7 +110,15 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let auth = Auth::from_settings(&settings, &registry, &base_url).await?;
     let registry_for_reload = registry.clone();
-    let app = App::new(registry.clone(), settings, auth);
+    let audit = match &settings.audit_path {
+        Some(path) => Some(Arc::new(
+            crate::audit::Audit::open(path)
+                .map_err(|e| format!("log.audit {}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut app = App::new(registry.clone(), settings, auth);
+    app.audit = audit;
     let router = app::router(app.clone());
 
     let expiry = tokio::spawn(async move {
@@ -161,7 +170,13 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
             _ = &mut signal => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers see the client's address (the audit trail records it).
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(crate::audit::Peer(peer));
+                req
+            },
+        ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();

@@ -6,12 +6,14 @@
 //! `berth_core`.
 
 use crate::app::App;
+use crate::audit::{Event, Peer};
 use crate::auth::Access;
 use crate::error::{upload_range, ApiError};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use berth_auth::Action;
+use berth_auth::Identity;
 use berth_core::listing::Page;
 use berth_core::uploads::Mount;
 use berth_core::ByteStream;
@@ -19,7 +21,7 @@ use berth_oci::digest::DigestError;
 use berth_oci::endpoint::{self, Method, Query};
 use berth_oci::manifest::OCI_INDEX;
 use berth_oci::range::{parse_content_range, parse_range, Resolved};
-use berth_oci::{Digest, Endpoint, ErrorCode, RepoName};
+use berth_oci::{Digest, Endpoint, ErrorCode, Reference, RepoName};
 use futures_util::TryStreamExt;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -36,23 +38,84 @@ type Result<T> = std::result::Result<T, ApiError>;
 pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let method = Method::parse(parts.method.as_str());
-    let result = match endpoint::parse(method, parts.uri.path()) {
-        Err(e) => Err(ApiError::from(e)),
+    let mut resp = match endpoint::parse(method, parts.uri.path()) {
+        Err(e) => ApiError::from(e).into_response(),
         Ok(ep) => {
             let query = Query::parse(parts.uri.query());
-            match app
+            let audited = audit_action(&ep).map(|action| (action, ep.clone()));
+            let (resp, who) = match app
                 .authorize(&ep, &query, &parts.method, &parts.headers)
                 .await
             {
-                Err(e) => Err(e),
-                Ok(access) => handle(&app, ep, &access, &parts.headers, &query, body).await,
+                Err(e) => (e.into_response(), None),
+                Ok(access) => {
+                    let r = handle(&app, ep, &access, &parts.headers, &query, body).await;
+                    (
+                        r.unwrap_or_else(IntoResponse::into_response),
+                        Some(access.identity),
+                    )
+                }
+            };
+            if let (Some(audit), Some((action, ep))) = (&app.audit, audited) {
+                audit.record(audit_event(
+                    action,
+                    &ep,
+                    &resp,
+                    who.as_ref(),
+                    parts.extensions.get::<Peer>(),
+                ));
             }
+            resp
         }
     };
-    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
+}
+
+/// The audit name of a mutating endpoint; reads and chunks are not audited.
+fn audit_action(ep: &Endpoint) -> Option<&'static str> {
+    Some(match ep {
+        Endpoint::PutManifest { .. } => "push manifest",
+        Endpoint::DeleteManifest {
+            reference: Reference::Tag(_),
+            ..
+        } => "delete tag",
+        Endpoint::DeleteManifest { .. } => "delete manifest",
+        Endpoint::DeleteBlob { .. } => "delete blob",
+        Endpoint::StartUpload { .. } => "start upload",
+        Endpoint::FinishUpload { .. } => "push blob",
+        Endpoint::CancelUpload { .. } => "cancel upload",
+        _ => return None,
+    })
+}
+
+fn audit_event(
+    action: &str,
+    ep: &Endpoint,
+    resp: &Response,
+    who: Option<&Identity>,
+    peer: Option<&Peer>,
+) -> Event {
+    let mut e = Event::new(action, resp.status().as_u16()).from(peer);
+    if let Some(who) = who {
+        e = e.who(who);
+    }
+    e.repository = ep.repo().map(|r| r.to_string());
+    e.reference = match ep {
+        Endpoint::PutManifest { reference, .. } | Endpoint::DeleteManifest { reference, .. } => {
+            Some(reference.to_string())
+        }
+        Endpoint::DeleteBlob { digest, .. } => Some(digest.to_string()),
+        Endpoint::FinishUpload { id, .. } | Endpoint::CancelUpload { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    e.digest = resp
+        .headers()
+        .get(CONTENT_DIGEST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    e
 }
 
 async fn handle(

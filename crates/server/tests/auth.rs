@@ -563,3 +563,81 @@ async fn live_reload_applies_valid_policies_and_keeps_the_old_on_invalid() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_audit_trail_has_every_mutation_and_no_secret() {
+    let (s, _dir) = start();
+    s.login(Some("ci:ci-pw"));
+    let key = mint(&s, r#"{"label":"audited"}"#).await;
+    let secret = key["apiKey"].as_str().unwrap().to_owned();
+    s.login(Some(&format!("ci:{secret}")));
+    let (manifest, digest) = s.push_image("audit/app", "v1", 9, 1).await; // 2 uploads + manifest
+    assert_eq!(
+        s.put_manifest("audit/app", "v1", OCI_MANIFEST, &manifest)
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    s.login(Some("admin:admin-pw"));
+    assert_eq!(
+        s.delete("/v2/audit/app/manifests/v1").await.status(),
+        StatusCode::ACCEPTED
+    );
+    s.login(Some("ci:ci-pw"));
+    assert_eq!(
+        s.delete(&format!(
+            "/zot/auth/apikey?id={}",
+            key["uuid"].as_str().unwrap()
+        ))
+        .await
+        .status(),
+        StatusCode::OK
+    );
+    s.login(None);
+    assert_eq!(
+        s.get("/v2/audit/app/tags/list").await.status(),
+        StatusCode::OK
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let lines = s.audit_lines();
+        if lines.iter().any(|l| l["action"] == "revoke api key") || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let actions: Vec<String> = lines
+        .iter()
+        .map(|l| l["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "create api key",
+            "start upload",
+            "push blob",
+            "start upload",
+            "push blob",
+            "push manifest",
+            "push manifest",
+            "delete tag",
+            "revoke api key"
+        ],
+        "{lines:#?}"
+    );
+    let pushed = &lines[5];
+    assert_eq!(pushed["user"], "ci");
+    assert_eq!(pushed["auth"], "apikey");
+    assert_eq!(pushed["client"], "127.0.0.1");
+    assert_eq!(pushed["repository"], "audit/app");
+    assert_eq!(pushed["reference"], "v1");
+    assert_eq!(pushed["digest"], digest);
+    assert_eq!(pushed["status"], 201);
+    assert_eq!(lines[6]["status"], 403, "refusals are audited too");
+    assert_eq!(lines[7]["user"], "admin");
+    let text = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
+    for secret in [secret.as_str(), &secret[4..], "ci-pw", "admin-pw"] {
+        assert!(!text.contains(secret), "a secret reached the audit log");
+    }
+}

@@ -124,6 +124,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_output: Option<PathBuf>,
+    /// `log.audit`: the audit trail's file.
+    pub audit_path: Option<PathBuf>,
     /// The file this came from (for live reload); `None` for the default.
     pub config_path: Option<PathBuf>,
     /// Where Prometheus metrics are served (`extensions.metrics`), if at all.
@@ -159,6 +161,7 @@ impl Settings {
             tls: None,
             log_level: "info".into(),
             log_output: None,
+            audit_path: None,
             config_path: None,
             metrics_path: None,
             external_url: None,
@@ -235,6 +238,7 @@ impl Settings {
             tls,
             log_level,
             log_output: c.log.output.as_ref().map(PathBuf::from),
+            audit_path: c.log.audit.as_ref().map(PathBuf::from),
             config_path: None,
             metrics_path: metrics_path(c)
                 .map_err(|m| err("extensions.metrics.prometheus.path", m))?,
@@ -311,7 +315,6 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
     note(h.access_control.is_some(), "http.accessControl");
     note(h.ratelimit.is_some(), "http.ratelimit");
     note(h.allow_origin.is_some(), "http.allowOrigin");
-    note(c.log.audit.is_some(), "log.audit");
     if let Some(e) = &c.extensions {
         note(e.sync.is_some(), "extensions.sync");
         note(e.search.is_some(), "extensions.search");

@@ -91,9 +91,10 @@ impl Server {
     fn write_config(&self, extra: &str) -> PathBuf {
         let config = self.dir.path().join("config.json");
         let text = format!(
-            r#"{{"storage":{{"rootDirectory":{root:?}}},"http":{{"address":"127.0.0.1","port":"0"}},"log":{{"level":"info","output":{log:?}}}{extra}}}"#,
+            r#"{{"storage":{{"rootDirectory":{root:?}}},"http":{{"address":"127.0.0.1","port":"0"}},"log":{{"level":"info","output":{log:?},"audit":{audit:?}}}{extra}}}"#,
             root = self.root().display().to_string(),
             log = self.dir.path().join("berth.log").display().to_string(),
+            audit = self.dir.path().join("audit.log").display().to_string(),
         );
         // Written aside and renamed, as an operator's tools do.
         let tmp = self.dir.path().join("config.json.new");
@@ -149,6 +150,15 @@ impl Server {
     /// host:port, for clients that take a registry host.
     pub fn host(&self) -> String {
         self.base.trim_start_matches("http://").to_owned()
+    }
+
+    /// The audit trail so far, one JSON value per line.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
     }
 
     pub fn log(&self) -> String {
