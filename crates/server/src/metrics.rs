@@ -23,11 +23,19 @@ struct MethodLabels {
     method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepoLabels {
+    repo: String,
+}
+
 /// The metrics of one process.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<MethodLabels, Histogram>,
+    repo_latency: Family<RepoLabels, Histogram>,
+    downloads: Family<RepoLabels, Counter>,
+    uploads: Family<RepoLabels, Counter>,
     auth_failures: Counter,
 }
 
@@ -69,6 +77,26 @@ impl Metrics {
             "Request latency by method",
             latency.clone(),
         );
+        let repo_latency = Family::<RepoLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0, 60.0])
+        });
+        registry.register(
+            "zot_http_repo_latency_seconds",
+            "Latency of successful requests by repository",
+            repo_latency.clone(),
+        );
+        let downloads = Family::<RepoLabels, Counter>::default();
+        registry.register(
+            "zot_repo_downloads",
+            "Manifests served, by repository",
+            downloads.clone(),
+        );
+        let uploads = Family::<RepoLabels, Counter>::default();
+        registry.register(
+            "zot_repo_uploads",
+            "Manifests pushed, by repository",
+            uploads.clone(),
+        );
         let auth_failures = Counter::default();
         registry.register(
             "berth_auth_failures",
@@ -88,6 +116,9 @@ impl Metrics {
             registry,
             requests,
             latency,
+            repo_latency,
+            downloads,
+            uploads,
             auth_failures,
         }
     }
@@ -106,6 +137,22 @@ impl Metrics {
             .observe(seconds);
         if status == 401 {
             self.auth_failures.inc();
+        }
+    }
+
+    /// Records a successful registry request on an existing repository. Only
+    /// successes carry a repository label, so names from bad requests can
+    /// never grow the label set.
+    pub fn observe_repo(&self, repo: &str, seconds: f64, download: bool, upload: bool) {
+        let labels = RepoLabels {
+            repo: repo.to_owned(),
+        };
+        self.repo_latency.get_or_create(&labels).observe(seconds);
+        if download {
+            self.downloads.get_or_create(&labels).inc();
+        }
+        if upload {
+            self.uploads.get_or_create(&labels).inc();
         }
     }
 

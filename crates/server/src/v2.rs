@@ -36,6 +36,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// Entry point for every request under `/v2`.
 pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
+    let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let method = Method::parse(parts.method.as_str());
     let mut resp = match endpoint::parse(method, parts.uri.path()) {
@@ -43,6 +44,9 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
         Ok(ep) => {
             let query = Query::parse(parts.uri.query());
             let audited = audit_action(&ep).map(|action| (action, ep.clone()));
+            let ep_repo = ep.repo().map(|r| r.to_string());
+            let download = matches!(ep, Endpoint::GetManifest { head: false, .. });
+            let upload = matches!(ep, Endpoint::PutManifest { .. });
             let (resp, who) = match app
                 .authorize(&ep, &query, &parts.method, &parts.headers)
                 .await
@@ -56,6 +60,16 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
                     )
                 }
             };
+            if resp.status().is_success() {
+                if let Some(repo) = ep_repo.as_deref() {
+                    app.metrics.observe_repo(
+                        repo,
+                        started.elapsed().as_secs_f64(),
+                        download,
+                        upload,
+                    );
+                }
+            }
             if let (Some(audit), Some((action, ep))) = (&app.audit, audited) {
                 audit.record(audit_event(
                     action,
