@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! blobs/<alg>/<hex[0..2]>/<hex>                  content, shared by all repositories
+//! quarantine/<alg>/<hex>                         content scrub found corrupt (never served)
+//! quarantine/<alg>/<hex>                         content scrub found corrupt (never served)
 //! repositories/<name>/_layers/<alg>/<hex>        blob belongs to the repository (empty)
 //! repositories/<name>/_manifests/<alg>/<hex>     manifest belongs to it (holds its media type)
 //! repositories/<name>/_tags/<tag>                tag (holds the manifest digest)
@@ -25,13 +27,21 @@ pub const UPLOADS: &str = "uploads";
 pub const API_KEYS: &str = "auth/apikeys";
 pub const SESSIONS: &str = "auth/sessions";
 
+pub const BLOBS: &str = "blobs";
+pub const QUARANTINE: &str = "quarantine";
+
 pub fn blob(d: &Digest) -> String {
     format!(
-        "blobs/{}/{}/{}",
+        "{BLOBS}/{}/{}/{}",
         d.algorithm().as_str(),
         &d.hex()[..2],
         d.hex()
     )
+}
+
+/// Where scrub moves content that no longer matches its digest.
+pub fn quarantined(d: &Digest) -> String {
+    format!("{QUARANTINE}/{}/{}", d.algorithm().as_str(), d.hex())
 }
 
 pub fn repo(r: &RepoName) -> String {

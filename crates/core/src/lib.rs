@@ -10,6 +10,7 @@
 //!   tags, and the referrers index kept beside them.
 //! - [`listing`]: tag lists and the catalog, with `n`/`last` pagination.
 //! - [`accounts`]: where API key records live (their format is the server's).
+//! - [`scrub`]: re-hashing stored content and quarantining what is corrupt.
 //!
 //! This crate knows nothing of HTTP: it takes validated names and digests
 //! from `berth-oci`, byte streams for bodies, and answers with data or a
@@ -25,6 +26,7 @@ pub mod blobs;
 pub mod keys;
 pub mod listing;
 pub mod manifests;
+pub mod scrub;
 pub mod uploads;
 
 use berth_oci::Digest;
@@ -65,6 +67,9 @@ pub enum CoreError {
     ManifestTooLarge { limit: usize },
     #[error("repository unknown")]
     NameUnknown,
+    /// Stored content no longer matches its digest (found on read).
+    #[error("stored content of {0} is corrupt")]
+    Corrupt(Digest),
     /// The client's request body failed while it was being read.
     #[error("request body: {0}")]
     Body(std::io::Error),

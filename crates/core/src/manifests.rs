@@ -150,7 +150,8 @@ impl Registry {
         Ok((digest, media_type))
     }
 
-    /// A manifest with its bytes.
+    /// A manifest with its bytes, verified against its digest on every
+    /// read (manifests are small): corrupt bytes are never served.
     pub async fn get_manifest(
         &self,
         repo: &RepoName,
@@ -162,6 +163,10 @@ impl Registry {
             .get(&keys::blob(&digest))
             .await?
             .ok_or(CoreError::ManifestUnknown)?;
+        if Digest::of(digest.algorithm(), &body) != digest {
+            tracing::error!(%digest, %repo, "stored manifest does not match its digest");
+            return Err(CoreError::Corrupt(digest));
+        }
         Ok(StoredManifest {
             digest,
             media_type,

@@ -106,6 +106,9 @@ impl From<CoreError> for ApiError {
                 ApiError::with_detail(E::BlobUploadInvalid, format!("request body failed: {e}"))
             }
             C::Storage(e) => ApiError::Internal(e.to_string()),
+            C::Corrupt(d) => {
+                ApiError::Internal(format!("stored content of {d} is corrupt; run scrub"))
+            }
         }
     }
 }

@@ -25,6 +25,9 @@ enum Command {
     },
     /// Check a configuration file and report what it would do.
     Verify { config: PathBuf },
+    /// Re-hash all stored content; quarantine and report what is corrupt.
+    /// Exits 3 when corruption was found.
+    Scrub { config: PathBuf },
     /// Access-control tools.
     Policy {
         #[command(subcommand)]
@@ -88,6 +91,70 @@ fn explain(
 
 use config::settings_from;
 
+fn scrub(config: &std::path::Path) -> ExitCode {
+    let settings = match settings_from(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let run = async {
+        let store = berth_storage::fs::FsBackend::open(&settings.root_directory, settings.commit)
+            .map_err(|e| {
+            format!(
+                "storage.rootDirectory {}: {e}",
+                settings.root_directory.display()
+            )
+        })?;
+        let registry =
+            berth_core::Registry::new(std::sync::Arc::new(store), berth_core::Options::default());
+        let mut last = std::time::Instant::now();
+        registry
+            .scrub(|r| {
+                if last.elapsed() >= std::time::Duration::from_secs(1) {
+                    eprintln!(
+                        "scrub: {} objects, {} MB checked",
+                        r.checked,
+                        r.bytes / 1_000_000
+                    );
+                    last = std::time::Instant::now();
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let report = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run),
+        Err(e) => Err(e.to_string()),
+    };
+    match report {
+        Err(e) => {
+            eprintln!("scrub failed: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(r) => {
+            println!(
+                "scrub: {} objects, {} bytes checked, {} corrupt",
+                r.checked,
+                r.bytes,
+                r.corrupt.len()
+            );
+            for d in &r.corrupt {
+                println!("corrupt (quarantined): {d}");
+            }
+            if r.corrupt.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -123,6 +190,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Scrub { config } => scrub(&config),
         Command::Serve { config } => {
             let settings = match config {
                 None => Settings::embedded(),

@@ -142,6 +142,21 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         ))
     });
 
+    let scrubber = app.settings.scrub_interval.map(|every| {
+        let registry = registry_for_reload.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                match registry.scrub(|_| {}).await {
+                    Ok(r) if r.corrupt.is_empty() => tracing::info!(checked = r.checked, bytes = r.bytes, "scrub: all content verified"),
+                    Ok(r) => tracing::error!(checked = r.checked, corrupt = ?r.corrupt, "scrub: corrupt content quarantined"),
+                    Err(e) => tracing::warn!(error = %e, "scrub failed"),
+                }
+            }
+        })
+    });
+
     tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "berth listening");
     // A plain line for scripts and tests that start Berth on port 0.
     println!("berth listening on {scheme}://{addr}");
@@ -211,8 +226,8 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     app.ready.store(false, Ordering::Relaxed);
     drop(listener);
     expiry.abort();
-    if let Some(w) = watcher {
-        w.abort();
+    for task in [watcher, scrubber].into_iter().flatten() {
+        task.abort();
     }
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),

@@ -338,6 +338,21 @@ impl Backend for FsBackend {
         .await
     }
 
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (src, dst) = (self.path(from)?, self.path(to)?);
+        blocking(move || {
+            fs::create_dir_all(parent(&dst))?;
+            fs::rename(&src, &dst)?;
+            sync_dir(parent(&dst))?;
+            sync_dir(parent(&src))
+        })
+        .await
+        .map_err(|e| match e {
+            StorageError::Io(io) if io.kind() == io::ErrorKind::NotFound => StorageError::NotFound,
+            e => e,
+        })
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let path = self.path(prefix)?;
         blocking(move || not_found_to_none(fs::remove_dir_all(&path)).map(|_| ())).await

@@ -89,6 +89,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
     /// Removes an object; returns whether it existed.
     async fn delete(&self, key: &str, durability: Durability) -> Result<bool>;
+    /// Moves an object to another key (replacing what is there), atomically.
+    async fn rename(&self, from: &str, to: &str) -> Result<()>;
     /// Removes every object under a prefix.
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
     /// The entries directly under a prefix (`""` for the root), sorted by name.

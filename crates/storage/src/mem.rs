@@ -100,6 +100,15 @@ impl Backend for MemBackend {
         Ok(self.lock().objects.remove(key).is_some())
     }
 
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        check_key(from, false)?;
+        check_key(to, false)?;
+        let mut g = self.lock();
+        let data = g.objects.remove(from).ok_or(StorageError::NotFound)?;
+        g.objects.insert(to.to_owned(), data);
+        Ok(())
+    }
+
     async fn delete_prefix(&self, prefix: &str) -> Result<()> {
         check_key(prefix, false)?;
         let p = format!("{prefix}/");

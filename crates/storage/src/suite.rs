@@ -76,6 +76,26 @@ pub async fn run(store: &dyn Backend) {
         &big[2_999_990..]
     );
 
+    // Renames replace atomically; a missing source is NotFound.
+    store
+        .put("r/one", Bytes::from_static(b"1"), Durable)
+        .await
+        .unwrap();
+    store
+        .put("r2/two", Bytes::from_static(b"2"), Durable)
+        .await
+        .unwrap();
+    store.rename("r/one", "r2/two").await.unwrap();
+    assert_eq!(store.get("r2/two").await.unwrap().unwrap(), "1");
+    assert_eq!(store.get("r/one").await.unwrap(), None);
+    store.rename("r2/two", "q/x/y").await.unwrap();
+    assert_eq!(store.get("q/x/y").await.unwrap().unwrap(), "1");
+    assert!(matches!(
+        store.rename("r/none", "r/z").await,
+        Err(StorageError::NotFound)
+    ));
+    store.delete_prefix("q").await.unwrap();
+
     // Deletion.
     assert!(store.delete("a/a", Durable).await.unwrap());
     assert!(!store.delete("a/a", Durable).await.unwrap());

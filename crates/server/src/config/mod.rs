@@ -124,6 +124,8 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_output: Option<PathBuf>,
+    /// `extensions.scrub`: how often to re-hash stored content.
+    pub scrub_interval: Option<std::time::Duration>,
     /// `log.audit`: the audit trail's file.
     pub audit_path: Option<PathBuf>,
     /// The file this came from (for live reload); `None` for the default.
@@ -161,6 +163,7 @@ impl Settings {
             tls: None,
             log_level: "info".into(),
             log_output: None,
+            scrub_interval: None,
             audit_path: None,
             config_path: None,
             metrics_path: None,
@@ -238,6 +241,17 @@ impl Settings {
             tls,
             log_level,
             log_output: c.log.output.as_ref().map(PathBuf::from),
+            scrub_interval: c
+                .extensions
+                .as_ref()
+                .and_then(|e| e.scrub.as_ref())
+                .filter(|s| s.enable != Some(false))
+                .map(|s| {
+                    s.interval
+                        .map_or(std::time::Duration::from_secs(24 * 3600), |d| {
+                            d.0.max(std::time::Duration::from_secs(60))
+                        })
+                }),
             audit_path: c.log.audit.as_ref().map(PathBuf::from),
             config_path: None,
             metrics_path: metrics_path(c)
@@ -318,7 +332,6 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
     if let Some(e) = &c.extensions {
         note(e.sync.is_some(), "extensions.sync");
         note(e.search.is_some(), "extensions.search");
-        note(e.scrub.is_some(), "extensions.scrub");
         note(e.lint.is_some(), "extensions.lint");
         note(e.ui.is_some(), "extensions.ui");
         note(e.trust.is_some(), "extensions.trust");
