@@ -83,12 +83,35 @@ impl Registry {
         // Content first, then the links that make it visible, the tag last:
         // a crash in between leaves unreferenced content, never a dangling tag.
         let size = body.len() as u64;
-        self.store.put_if_absent(&keys::blob(&digest), body).await?;
+        let blob_key = keys::blob(&digest);
+        self.store.put_if_absent(&blob_key, body.clone()).await?;
         let media_type = Bytes::from(m.media_type.clone());
-        self.store
-            .put_if_absent(&keys::manifest_link(repo, &digest), media_type)
-            .await?;
+        let link = keys::manifest_link(repo, &digest);
+        let created = self.store.put_if_absent(&link, media_type).await?;
         self.note_repo(repo);
+        // Garbage collection hides content, then looks for links; so after
+        // linking, look at the content again and restore it if it went.
+        if self.store.stat(&blob_key).await?.is_none() {
+            self.store.put_if_absent(&blob_key, body).await?;
+        }
+        for d in m.blobs.iter().filter(|d| d.must_exist()) {
+            if self
+                .store
+                .stat(&keys::layer_link(repo, &d.digest))
+                .await?
+                .is_none()
+            {
+                // Collected between validation and now: relink while the
+                // content is there, else the push fails (not acknowledged).
+                if self.store.stat(&keys::blob(&d.digest)).await?.is_none() {
+                    if created {
+                        self.store.delete(&link, Durability::Durable).await?;
+                    }
+                    return Err(CoreError::ManifestBlobUnknown(d.digest.clone()));
+                }
+                self.link_blob(repo, &d.digest).await?;
+            }
+        }
         let subject = m.subject.as_ref().map(|s| s.digest.clone());
         if let Some(subject) = &subject {
             let descriptor = Descriptor {

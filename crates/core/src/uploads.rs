@@ -309,11 +309,14 @@ impl Registry {
             None => true,
         };
         if available && self.store.stat(&keys::blob(digest)).await?.is_some() {
+            // Link, then make sure the content is still there (see commit_blob).
+            self.link_blob(repo, digest).await?;
+            if self.store.stat(&keys::blob(digest)).await?.is_some() {
+                return Ok(Mount::Mounted);
+            }
             self.store
-                .put_if_absent(&keys::layer_link(repo, digest), Bytes::new())
+                .delete(&keys::layer_link(repo, digest), Durability::Durable)
                 .await?;
-            self.note_repo(repo);
-            return Ok(Mount::Mounted);
         }
         Ok(Mount::Started(self.start_upload(repo).await?))
     }
@@ -371,15 +374,29 @@ impl Registry {
 
     /// Moves verified staged content to its content address and links it.
     async fn commit_blob(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<()> {
+        // Link first, then look at the content: garbage collection hides
+        // content first, then looks for links. Whatever the interleaving,
+        // either GC sees this link and keeps the content, or this sees the
+        // content gone and puts its own verified copy in place.
+        self.link_blob(repo, digest).await?;
         let key = keys::blob(digest);
         if self.store.stat(&key).await?.is_some() {
             self.store.stage_delete(id).await?;
         } else {
             self.store.stage_commit(id, &key).await?;
         }
-        self.store
-            .put_if_absent(&keys::layer_link(repo, digest), Bytes::new())
-            .await?;
+        Ok(())
+    }
+
+    /// Links a blob into a repository, refreshing an existing link so that
+    /// garbage collection sees it as new.
+    pub(crate) async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let link = keys::layer_link(repo, digest);
+        if !self.store.put_if_absent(&link, Bytes::new()).await? {
+            self.store
+                .put(&link, Bytes::new(), Durability::Durable)
+                .await?;
+        }
         self.note_repo(repo);
         Ok(())
     }

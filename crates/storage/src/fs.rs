@@ -247,6 +247,15 @@ impl Backend for FsBackend {
         Ok(meta.filter(|m| m.is_file()).map(|m| m.len()))
     }
 
+    async fn modified(&self, key: &str) -> Result<Option<SystemTime>> {
+        let path = self.path(key)?;
+        let meta = not_found_to_none(tokio::fs::metadata(&path).await)?;
+        Ok(meta
+            .filter(|m| m.is_file())
+            .map(|m| m.modified())
+            .transpose()?)
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let path = self.path(key)?;
         Ok(not_found_to_none(tokio::fs::read(&path).await)?.map(Bytes::from))

@@ -78,6 +78,8 @@ pub trait StageWriter: Send {
 pub trait Backend: Send + Sync + 'static {
     /// Size of an object, `None` if absent.
     async fn stat(&self, key: &str) -> Result<Option<u64>>;
+    /// When an object was last written, `None` if absent.
+    async fn modified(&self, key: &str) -> Result<Option<SystemTime>>;
     /// A whole (small) object, `None` if absent.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
     /// Bytes `start..end` of an object (`end` = its size when `None`).

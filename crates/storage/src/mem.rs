@@ -11,6 +11,7 @@ use std::time::SystemTime;
 #[derive(Default)]
 struct Inner {
     objects: BTreeMap<String, Bytes>,
+    times: BTreeMap<String, SystemTime>,
     stages: BTreeMap<String, (BytesMut, SystemTime)>,
 }
 
@@ -59,6 +60,14 @@ impl Backend for MemBackend {
         Ok(self.lock().objects.get(key).map(|b| b.len() as u64))
     }
 
+    async fn modified(&self, key: &str) -> Result<Option<SystemTime>> {
+        check_key(key, false)?;
+        let g = self.lock();
+        Ok(g.objects
+            .contains_key(key)
+            .then(|| g.times.get(key).copied().unwrap_or(SystemTime::UNIX_EPOCH)))
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         check_key(key, false)?;
         Ok(self.lock().objects.get(key).cloned())
@@ -81,7 +90,9 @@ impl Backend for MemBackend {
 
     async fn put(&self, key: &str, data: Bytes, _: Durability) -> Result<()> {
         check_key(key, false)?;
-        self.lock().objects.insert(key.to_owned(), data);
+        let mut g = self.lock();
+        g.objects.insert(key.to_owned(), data);
+        g.times.insert(key.to_owned(), SystemTime::now());
         Ok(())
     }
 
@@ -92,6 +103,7 @@ impl Backend for MemBackend {
             return Ok(false);
         }
         g.objects.insert(key.to_owned(), data);
+        g.times.insert(key.to_owned(), SystemTime::now());
         Ok(true)
     }
 
