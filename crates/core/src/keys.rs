@@ -3,7 +3,9 @@
 //! ```text
 //! blobs/<alg>/<hex[0..2]>/<hex>                  content, shared by all repositories
 //! quarantine/<alg>/<hex>                         content scrub found corrupt (never served)
+//! gc-trash/<pass>/<n>                            what a GC pass has hidden, pending its re-check
 //! quarantine/<alg>/<hex>                         content scrub found corrupt (never served)
+//! gc-trash/<pass>/<n>                            what a GC pass has hidden, pending its re-check
 //! repositories/<name>/_layers/<alg>/<hex>        blob belongs to the repository (empty)
 //! repositories/<name>/_manifests/<alg>/<hex>     manifest belongs to it (holds its media type)
 //! repositories/<name>/_tags/<tag>                tag (holds the manifest digest)
@@ -29,6 +31,7 @@ pub const SESSIONS: &str = "auth/sessions";
 
 pub const BLOBS: &str = "blobs";
 pub const QUARANTINE: &str = "quarantine";
+pub const GC_TRASH: &str = "gc-trash";
 
 pub fn blob(d: &Digest) -> String {
     format!(

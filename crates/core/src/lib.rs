@@ -11,6 +11,7 @@
 //! - [`listing`]: tag lists and the catalog, with `n`/`last` pagination.
 //! - [`accounts`]: where API key records live (their format is the server's).
 //! - [`scrub`]: re-hashing stored content and quarantining what is corrupt.
+//! - [`gc`]: online garbage collection (hide, re-check, delete; no lock).
 //!
 //! This crate knows nothing of HTTP: it takes validated names and digests
 //! from `berth-oci`, byte streams for bodies, and answers with data or a
@@ -23,6 +24,7 @@
 
 pub mod accounts;
 pub mod blobs;
+pub mod gc;
 pub mod keys;
 pub mod listing;
 pub mod manifests;

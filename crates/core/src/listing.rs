@@ -121,7 +121,7 @@ impl Registry {
     }
 
     /// Finds every repository in storage.
-    async fn walk_repositories(&self) -> Result<Vec<String>> {
+    pub(crate) async fn walk_repositories(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(name) = pending.pop() {

@@ -28,6 +28,13 @@ enum Command {
     /// Re-hash all stored content; quarantine and report what is corrupt.
     /// Exits 3 when corruption was found.
     Scrub { config: PathBuf },
+    /// One garbage collection pass, with progress and a summary.
+    Gc {
+        /// Report what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        config: PathBuf,
+    },
     /// Access-control tools.
     Policy {
         #[command(subcommand)]
@@ -91,6 +98,71 @@ fn explain(
 
 use config::settings_from;
 
+fn open_registry(settings: &Settings) -> Result<berth_core::Registry, String> {
+    let store = berth_storage::fs::FsBackend::open(&settings.root_directory, settings.commit)
+        .map_err(|e| {
+            format!(
+                "storage.rootDirectory {}: {e}",
+                settings.root_directory.display()
+            )
+        })?;
+    Ok(berth_core::Registry::new(
+        std::sync::Arc::new(store),
+        berth_core::Options::default(),
+    ))
+}
+
+fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
+    let settings = match settings_from(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let delay = settings.gc.unwrap_or_default().delay;
+    let run = async {
+        let registry = open_registry(&settings)?;
+        let opts = berth_core::gc::GcOptions { delay, dry_run };
+        registry
+            .gc(opts, |line| eprintln!("gc: {line}"))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let report = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run),
+        Err(e) => Err(e.to_string()),
+    };
+    match report {
+        Err(e) => {
+            eprintln!("gc failed: {e}");
+            ExitCode::FAILURE
+        }
+        Ok(r) => {
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!(
+                "gc: {} repositories, {} blobs seen; {verb} {} links and {} blobs ({} bytes); {} restored (in use again)",
+                r.repositories,
+                r.blobs_seen,
+                r.links_removed.len(),
+                r.blobs_removed.len(),
+                r.bytes_reclaimed,
+                r.restored
+            );
+            for (repo, d) in &r.links_removed {
+                println!("link {repo} {d}");
+            }
+            for d in &r.blobs_removed {
+                println!("blob {d}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn scrub(config: &std::path::Path) -> ExitCode {
     let settings = match settings_from(config) {
         Ok(s) => s,
@@ -100,15 +172,7 @@ fn scrub(config: &std::path::Path) -> ExitCode {
         }
     };
     let run = async {
-        let store = berth_storage::fs::FsBackend::open(&settings.root_directory, settings.commit)
-            .map_err(|e| {
-            format!(
-                "storage.rootDirectory {}: {e}",
-                settings.root_directory.display()
-            )
-        })?;
-        let registry =
-            berth_core::Registry::new(std::sync::Arc::new(store), berth_core::Options::default());
+        let registry = open_registry(&settings)?;
         let mut last = std::time::Instant::now();
         registry
             .scrub(|r| {
@@ -191,6 +255,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Scrub { config } => scrub(&config),
+        Command::Gc { dry_run, config } => gc(&config, dry_run),
         Command::Serve { config } => {
             let settings = match config {
                 None => Settings::embedded(),

@@ -37,6 +37,9 @@ pub struct Metrics {
     downloads: Family<RepoLabels, Counter>,
     uploads: Family<RepoLabels, Counter>,
     auth_failures: Counter,
+    gc_runs: Counter,
+    gc_bytes: Counter,
+    gc_seconds: Histogram,
 }
 
 fn method_label(m: &http::Method) -> String {
@@ -97,6 +100,24 @@ impl Metrics {
             "Manifests pushed, by repository",
             uploads.clone(),
         );
+        let gc_runs = Counter::default();
+        registry.register(
+            "berth_gc_runs",
+            "Garbage collection passes",
+            gc_runs.clone(),
+        );
+        let gc_bytes = Counter::default();
+        registry.register(
+            "berth_gc_reclaimed_bytes",
+            "Bytes of content garbage collection removed",
+            gc_bytes.clone(),
+        );
+        let gc_seconds = Histogram::new([0.01, 0.1, 1.0, 10.0, 60.0, 600.0]);
+        registry.register(
+            "berth_gc_duration_seconds",
+            "Duration of garbage collection passes",
+            gc_seconds.clone(),
+        );
         let auth_failures = Counter::default();
         registry.register(
             "berth_auth_failures",
@@ -120,6 +141,9 @@ impl Metrics {
             downloads,
             uploads,
             auth_failures,
+            gc_runs,
+            gc_bytes,
+            gc_seconds,
         }
     }
 
@@ -154,6 +178,13 @@ impl Metrics {
         if upload {
             self.uploads.get_or_create(&labels).inc();
         }
+    }
+
+    /// Records a garbage collection pass.
+    pub fn observe_gc(&self, bytes: u64, seconds: f64) {
+        self.gc_runs.inc();
+        self.gc_bytes.inc_by(bytes);
+        self.gc_seconds.observe(seconds);
     }
 
     pub fn render(&self) -> String {

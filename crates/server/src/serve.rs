@@ -142,6 +142,45 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         ))
     });
 
+    if let Err(e) = registry_for_reload.recover_gc_trash().await {
+        tracing::warn!(error = %e, "could not look for an interrupted garbage collection");
+    }
+    let collector = app.settings.gc.filter(|g| !g.interval.is_zero()).map(|g| {
+        let (registry, metrics) = (registry_for_reload.clone(), app.metrics.clone());
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + g.interval, g.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let started = std::time::Instant::now();
+                match registry
+                    .gc(
+                        berth_core::gc::GcOptions {
+                            delay: g.delay,
+                            dry_run: false,
+                        },
+                        |_| {},
+                    )
+                    .await
+                {
+                    Ok(r) => {
+                        metrics.observe_gc(r.bytes_reclaimed, started.elapsed().as_secs_f64());
+                        if !r.blobs_removed.is_empty() || !r.links_removed.is_empty() {
+                            tracing::info!(
+                                blobs = r.blobs_removed.len(),
+                                links = r.links_removed.len(),
+                                bytes = r.bytes_reclaimed,
+                                restored = r.restored,
+                                "garbage collected"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+                }
+            }
+        })
+    });
     let scrubber = app.settings.scrub_interval.map(|every| {
         let registry = registry_for_reload.clone();
         tokio::spawn(async move {
@@ -226,7 +265,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     app.ready.store(false, Ordering::Relaxed);
     drop(listener);
     expiry.abort();
-    for task in [watcher, scrubber].into_iter().flatten() {
+    for task in [watcher, scrubber, collector].into_iter().flatten() {
         task.abort();
     }
     tokio::select! {

@@ -112,6 +112,22 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Garbage collection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcSettings {
+    pub delay: std::time::Duration,
+    pub interval: std::time::Duration,
+}
+
+impl Default for GcSettings {
+    fn default() -> Self {
+        GcSettings {
+            delay: std::time::Duration::from_secs(3600),
+            interval: std::time::Duration::from_secs(3600),
+        }
+    }
+}
+
 /// What this build acts on, resolved and checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -124,6 +140,9 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub log_level: String,
     pub log_output: Option<PathBuf>,
+    /// Garbage collection: `storage.gc` (zot's default: on), the grace delay
+    /// (`gcDelay`) and how often it runs (`gcInterval`, 0 = never by itself).
+    pub gc: Option<GcSettings>,
     /// `extensions.scrub`: how often to re-hash stored content.
     pub scrub_interval: Option<std::time::Duration>,
     /// `log.audit`: the audit trail's file.
@@ -163,6 +182,7 @@ impl Settings {
             tls: None,
             log_level: "info".into(),
             log_output: None,
+            gc: Some(GcSettings::default()),
             scrub_interval: None,
             audit_path: None,
             config_path: None,
@@ -241,6 +261,16 @@ impl Settings {
             tls,
             log_level,
             log_output: c.log.output.as_ref().map(PathBuf::from),
+            gc: (c.storage.gc != Some(false)).then(|| GcSettings {
+                delay: c
+                    .storage
+                    .gc_delay
+                    .map_or(GcSettings::default().delay, |d| d.0),
+                interval: c
+                    .storage
+                    .gc_interval
+                    .map_or(GcSettings::default().interval, |d| d.0),
+            }),
             scrub_interval: c
                 .extensions
                 .as_ref()
@@ -310,10 +340,6 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
         }
     };
     let s = &c.storage;
-    note(
-        s.gc == Some(true) || s.gc_delay.is_some() || s.gc_interval.is_some(),
-        "storage.gc (garbage collection)",
-    );
     note(s.retention.is_some(), "storage.retention");
     note(s.sub_paths.is_some(), "storage.subPaths");
     note(s.cache_driver.is_some(), "storage.cacheDriver");

@@ -87,8 +87,13 @@ impl Server {
         self.dir.path().join("data")
     }
 
-    /// Writes the configuration file with `extra` spliced in.
+    /// Writes the configuration file with `extra` spliced in (`@ROOT@` in
+    /// it stands for the storage root, as a JSON string).
     fn write_config(&self, extra: &str) -> PathBuf {
+        let extra = extra.replace(
+            "@ROOT@",
+            &format!("{:?}", self.root().display().to_string()),
+        );
         let config = self.dir.path().join("config.json");
         let text = format!(
             r#"{{"storage":{{"rootDirectory":{root:?}}},"http":{{"address":"127.0.0.1","port":"0"}},"log":{{"level":"info","output":{log:?},"audit":{audit:?}}}{extra}}}"#,

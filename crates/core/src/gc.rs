@@ -1,0 +1,243 @@
+//! Online garbage collection: no lock, pushes never wait for it.
+//!
+//! A pass removes, when older than the grace delay, (1) a repository's blob
+//! links that no manifest of that repository references, and (2) content
+//! that no repository links. Manifests, tags, referrers and upload sessions
+//! are never touched here (retention owns manifests; expiry owns uploads).
+//!
+//! Correctness without a lock rests on one protocol, kept by both sides:
+//! - writers link first, then look at the content (and restore it if gone);
+//! - the collector hides candidates first (renames them out of sight), then
+//!   looks again for links and references, restores whatever is now in use,
+//!   and deletes the rest.
+//! In every interleaving either the collector sees the writer's link, or
+//! the writer sees the content gone and puts its own verified copy back.
+
+use crate::{keys, Registry, Result};
+use berth_oci::{manifest, Algorithm, Digest, RepoName};
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+/// How a pass behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct GcOptions {
+    /// Only what has been unreferenced for longer than this goes.
+    pub delay: Duration,
+    /// Report what would go, change nothing.
+    pub dry_run: bool,
+}
+
+/// What a pass did (or, dry, would do).
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub repositories: usize,
+    pub blobs_seen: usize,
+    /// (repository, blob) links removed.
+    pub links_removed: Vec<(String, Digest)>,
+    pub blobs_removed: Vec<Digest>,
+    pub bytes_reclaimed: u64,
+    /// Candidates found in use again at the re-check and put back.
+    pub restored: usize,
+}
+
+/// Where a hidden object waits: its original key, `/` spelled `~` (no key
+/// component may contain `~`), so an interrupted pass can be undone.
+fn trash_key(trash: &str, original: &str) -> String {
+    format!("{trash}/{}", original.replace('/', "~"))
+}
+
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
+
+fn digest_of(alg: Algorithm, name: &str) -> Option<Digest> {
+    format!("{}:{name}", alg.as_str()).parse().ok()
+}
+
+impl Registry {
+    /// The digests a repository holds links for: (`_layers` or `_manifests`).
+    async fn linked(&self, repo: &RepoName, kind: &str) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in ALGORITHMS {
+            let dir = format!("{}/{kind}/{}", keys::repo(repo), alg.as_str());
+            for e in self.store.list(&dir).await? {
+                out.extend(digest_of(alg, &e.name));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Blobs the manifests of a repository reference.
+    async fn referenced_by_manifests(&self, repo: &RepoName) -> Result<HashSet<Digest>> {
+        let mut out = HashSet::new();
+        for m in self.linked(repo, keys::MANIFESTS).await? {
+            let Some(body) = self.store.get(&keys::blob(&m)).await? else {
+                continue;
+            };
+            match manifest::parse(&body, None) {
+                Ok(parsed) => out.extend(parsed.blobs.into_iter().map(|d| d.digest)),
+                // Unreadable: keep every link of the repository rather than guess.
+                Err(_) => return Ok(self.linked(repo, keys::LAYERS).await?.into_iter().collect()),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn older_than(&self, key: &str, cutoff: SystemTime) -> Result<bool> {
+        Ok(self.store.modified(key).await?.is_some_and(|t| t < cutoff))
+    }
+
+    /// Puts back everything a pass hid and did not finish with (a pass
+    /// interrupted by a crash). Run at start-up and before each pass; what
+    /// is really garbage is simply collected again.
+    pub async fn recover_gc_trash(&self) -> Result<usize> {
+        let mut restored = 0;
+        for pass in self.store.list(keys::GC_TRASH).await? {
+            let dir = format!("{}/{}", keys::GC_TRASH, pass.name);
+            for e in self.store.list(&dir).await? {
+                let original = e.name.replace('~', "/");
+                let at = format!("{dir}/{}", e.name);
+                if berth_storage::check_key(&original, false).is_ok()
+                    && self.store.stat(&original).await?.is_none()
+                {
+                    self.store.rename(&at, &original).await?;
+                    restored += 1;
+                }
+            }
+            self.store.delete_prefix(&dir).await?;
+        }
+        if restored > 0 {
+            tracing::warn!(
+                restored,
+                "put back content an interrupted garbage collection had hidden"
+            );
+        }
+        Ok(restored)
+    }
+
+    /// One pass. `progress` gets a line now and then.
+    pub async fn gc(&self, opts: GcOptions, mut progress: impl FnMut(&str)) -> Result<GcReport> {
+        self.recover_gc_trash().await?;
+        let cutoff = SystemTime::now()
+            .checked_sub(opts.delay)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut report = GcReport::default();
+        let repos: Vec<RepoName> = self
+            .walk_repositories()
+            .await?
+            .iter()
+            .filter_map(|r| RepoName::parse(r))
+            .collect();
+        report.repositories = repos.len();
+
+        // Mark: links nothing references, and everything linked.
+        let mut link_candidates: BTreeMap<RepoName, Vec<Digest>> = BTreeMap::new();
+        let mut in_use: HashSet<Digest> = HashSet::new();
+        for (i, repo) in repos.iter().enumerate() {
+            let referenced = self.referenced_by_manifests(repo).await?;
+            for d in self.linked(repo, keys::LAYERS).await? {
+                if !referenced.contains(&d)
+                    && self.older_than(&keys::layer_link(repo, &d), cutoff).await?
+                {
+                    link_candidates.entry(repo.clone()).or_default().push(d);
+                } else {
+                    in_use.insert(d);
+                }
+            }
+            in_use.extend(self.linked(repo, keys::MANIFESTS).await?);
+            if i % 100 == 99 {
+                progress(&format!("marked {} of {} repositories", i + 1, repos.len()));
+            }
+        }
+        let mut blob_candidates: Vec<(Digest, u64)> = Vec::new();
+        for alg in ALGORITHMS {
+            let top = format!("{}/{}", keys::BLOBS, alg.as_str());
+            for prefix in self.store.list(&top).await? {
+                for e in self.store.list(&format!("{top}/{}", prefix.name)).await? {
+                    let Some(d) = digest_of(alg, &e.name) else {
+                        continue;
+                    };
+                    report.blobs_seen += 1;
+                    let key = keys::blob(&d);
+                    if !in_use.contains(&d) && self.older_than(&key, cutoff).await? {
+                        let size = self.store.stat(&key).await?.unwrap_or(0);
+                        blob_candidates.push((d, size));
+                    }
+                }
+            }
+        }
+        progress(&format!(
+            "{} unreferenced links, {} unreferenced blobs",
+            link_candidates.values().map(Vec::len).sum::<usize>(),
+            blob_candidates.len()
+        ));
+        if opts.dry_run {
+            report.links_removed = link_candidates
+                .into_iter()
+                .flat_map(|(r, ds)| ds.into_iter().map(move |d| (r.to_string(), d)))
+                .collect();
+            report.bytes_reclaimed = blob_candidates.iter().map(|(_, s)| s).sum();
+            report.blobs_removed = blob_candidates.into_iter().map(|(d, _)| d).collect();
+            return Ok(report);
+        }
+
+        // Hide.
+        let trash = format!("{}/{}", keys::GC_TRASH, uuid::Uuid::new_v4().simple());
+        let mut hidden_links = Vec::new();
+        for (repo, digests) in &link_candidates {
+            for d in digests {
+                let from = keys::layer_link(repo, d);
+                let to = trash_key(&trash, &from);
+                if self.store.rename(&from, &to).await.is_ok() {
+                    hidden_links.push((repo.clone(), d.clone(), to));
+                }
+            }
+        }
+        let mut hidden_blobs = Vec::new();
+        for (d, size) in &blob_candidates {
+            let from = keys::blob(d);
+            let to = trash_key(&trash, &from);
+            if self.store.rename(&from, &to).await.is_ok() {
+                hidden_blobs.push((d.clone(), *size, to));
+            }
+        }
+
+        // Look again, with the candidates out of sight: restore what a writer
+        // has started using since the mark.
+        let mut referenced_now: BTreeMap<RepoName, HashSet<Digest>> = BTreeMap::new();
+        for (repo, d, at) in &hidden_links {
+            if !referenced_now.contains_key(repo) {
+                referenced_now.insert(repo.clone(), self.referenced_by_manifests(repo).await?);
+            }
+            let live_link = self.store.stat(&keys::layer_link(repo, d)).await?.is_some();
+            if live_link || referenced_now[repo].contains(d) {
+                self.store.rename(at, &keys::layer_link(repo, d)).await?;
+                report.restored += 1;
+            } else {
+                report.links_removed.push((repo.to_string(), d.clone()));
+            }
+        }
+        if !hidden_blobs.is_empty() {
+            let mut linked_now: HashSet<Digest> = HashSet::new();
+            let repos: Vec<RepoName> = self
+                .walk_repositories()
+                .await?
+                .iter()
+                .filter_map(|r| RepoName::parse(r))
+                .collect();
+            for repo in &repos {
+                linked_now.extend(self.linked(repo, keys::LAYERS).await?);
+                linked_now.extend(self.linked(repo, keys::MANIFESTS).await?);
+            }
+            for (d, size, at) in &hidden_blobs {
+                if linked_now.contains(d) {
+                    self.store.rename(at, &keys::blob(d)).await?;
+                    report.restored += 1;
+                } else {
+                    report.blobs_removed.push(d.clone());
+                    report.bytes_reclaimed += size;
+                }
+            }
+        }
+        self.store.delete_prefix(&trash).await?;
+        Ok(report)
+    }
+}
