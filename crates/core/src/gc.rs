@@ -10,6 +10,7 @@
 //! - the collector hides candidates first (renames them out of sight), then
 //!   looks again for links and references, restores whatever is now in use,
 //!   and deletes the rest.
+//!
 //! In every interleaving either the collector sees the writer's link, or
 //! the writer sees the content gone and puts its own verified copy back.
 

@@ -34,6 +34,9 @@ struct Session {
     size: u64,
     /// Running hash of those bytes, if this process saw all of them.
     hasher: Option<Hasher>,
+    /// Finished, cancelled or expired: requests that queued on the lock
+    /// meanwhile find the session unknown.
+    closed: bool,
 }
 
 /// Live sessions of this process, each behind its own lock so that two
@@ -115,13 +118,19 @@ impl Registry {
                 repo: repo.clone(),
                 size: 0,
                 hasher: Some(Algorithm::Sha256.hasher()),
+                closed: false,
             },
         );
         Ok(UploadState { id, size: 0 })
     }
 
-    /// Finds a session of `repo`, loading it from storage after a restart.
-    async fn session(&self, repo: &RepoName, id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+    /// Finds a session of `repo` (loading it from storage after a restart)
+    /// and locks it; a session closed while this waited is unknown.
+    async fn session(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<Session>> {
         let s = match self.sessions.get(id) {
             Some(s) => s,
             None => {
@@ -140,20 +149,21 @@ impl Registry {
                         repo,
                         size,
                         hasher: None,
+                        closed: false,
                     },
                 )
             }
         };
-        if s.lock().await.repo != *repo {
+        let guard = s.lock_owned().await;
+        if guard.repo != *repo || guard.closed {
             return Err(CoreError::UploadUnknown);
         }
-        Ok(s)
+        Ok(guard)
     }
 
     /// How many bytes an upload holds.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadState> {
-        let s = self.session(repo, id).await?;
-        let size = s.lock().await.size;
+        let size = self.session(repo, id).await?.size;
         Ok(UploadState {
             id: id.to_owned(),
             size,
@@ -168,13 +178,13 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<UploadState> {
-        let s = self.session(repo, id).await?;
-        let mut s = s.lock().await;
-        self.append_locked(id, &mut s, range, body).await?;
-        Ok(UploadState {
-            id: id.to_owned(),
-            size: s.size,
+        let (me, repo, id) = (self.clone(), repo.clone(), id.to_owned());
+        to_completion(async move {
+            let mut s = me.session(&repo, &id).await?;
+            me.append_locked(&id, &mut s, range, body).await?;
+            Ok(UploadState { id, size: s.size })
         })
+        .await
     }
 
     async fn append_locked(
@@ -189,7 +199,17 @@ impl Registry {
                 return Err(CoreError::ChunkOutOfOrder { size: s.size });
             }
         }
-        let writer = self.store.stage_writer(id, s.size).await?;
+        let writer = match self.store.stage_writer(id, s.size).await {
+            Ok(w) => w,
+            // The disk disagrees with what this process recorded: believe
+            // the disk, forget the running hash, and let the client resume.
+            Err(StorageError::Offset { actual, .. }) => {
+                s.size = actual;
+                s.hasher = None;
+                return Err(CoreError::ChunkOutOfOrder { size: actual });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let result = pump(body, writer, s.hasher.as_mut()).await;
         match result {
             Ok(size) => {
@@ -225,8 +245,19 @@ impl Registry {
         range: Option<ChunkRange>,
         body: Option<ByteStream>,
     ) -> Result<()> {
-        let arc = self.session(repo, id).await?;
-        let mut s = arc.lock().await;
+        let (me, repo, id, digest) = (self.clone(), repo.clone(), id.to_owned(), digest.clone());
+        to_completion(async move { me.finish_locked(&repo, &id, &digest, range, body).await }).await
+    }
+
+    async fn finish_locked(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        range: Option<ChunkRange>,
+        body: Option<ByteStream>,
+    ) -> Result<()> {
+        let mut s = self.session(repo, id).await?;
         match body {
             Some(body) => self.append_locked(id, &mut s, range, body).await?,
             // Nothing was ever written (the empty blob): stage it empty.
@@ -248,6 +279,7 @@ impl Registry {
                 computed,
             })
         };
+        s.closed = true;
         self.store
             .delete(&keys::upload(id), Durability::Lazy)
             .await?;
@@ -257,6 +289,16 @@ impl Registry {
 
     /// Uploads a whole blob in one request (POST with `digest`).
     pub async fn upload_whole(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<()> {
+        let (me, repo, digest) = (self.clone(), repo.clone(), digest.clone());
+        to_completion(async move { me.upload_whole_inner(&repo, &digest, body).await }).await
+    }
+
+    async fn upload_whole_inner(
         &self,
         repo: &RepoName,
         digest: &Digest,
@@ -282,8 +324,8 @@ impl Registry {
 
     /// Abandons an upload.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let arc = self.session(repo, id).await?;
-        let _held = arc.lock().await;
+        let mut s = self.session(repo, id).await?;
+        s.closed = true;
         self.store.stage_delete(id).await?;
         self.store
             .delete(&keys::upload(id), Durability::Lazy)
@@ -349,10 +391,18 @@ impl Registry {
             if now.duration_since(touched).unwrap_or_default() < ttl {
                 continue;
             }
-            if let Some(s) = self.sessions.get(&id) {
-                // Busy sessions are not expired under a client's feet.
-                let Ok(_held) = s.try_lock() else { continue };
-            }
+            // Busy sessions are not expired under a client's feet; an idle
+            // one is closed while held, so no request resumes it halfway.
+            let _held = match self.sessions.get(&id) {
+                Some(s) => match s.try_lock_owned() {
+                    Ok(mut g) => {
+                        g.closed = true;
+                        Some(g)
+                    }
+                    Err(_) => continue,
+                },
+                None => None,
+            };
             self.store.stage_delete(&id).await?;
             self.store
                 .delete(&keys::upload(&id), Durability::Lazy)
@@ -400,6 +450,16 @@ impl Registry {
         self.note_repo(repo);
         Ok(())
     }
+}
+
+/// Runs upload work on a task of its own, so that a client that goes away
+/// cannot cut it short between writing bytes and recording them.
+async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| CoreError::Storage(StorageError::Io(std::io::Error::other(e))))?
 }
 
 /// Bodies up to this size are hashed on the receiving task; past it a

@@ -122,7 +122,13 @@ pub fn safe_callback(raw: Option<&str>, allowed_origins: &[String]) -> String {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         return "/".into();
     };
-    if raw.contains(['\r', '\n', '\\']) || raw.starts_with("//") {
+    // No control characters or spaces at all: browsers strip some of them
+    // (`/\t/evil` becomes `//evil`), so none may pass.
+    if raw
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+        || raw.starts_with("//")
+    {
         return "/".into();
     }
     if raw.starts_with('/') {
@@ -511,6 +517,9 @@ mod tests {
             "https://user@ui.example.test/",
             "/x\r\nSet-Cookie: a=b",
             "relative",
+            "/\t/evil.test",
+            "/ /evil.test",
+            "/\u{0b}/evil.test",
         ] {
             assert_eq!(safe_callback(Some(bad), &allowed), "/", "{bad}");
         }
