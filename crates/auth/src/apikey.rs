@@ -28,6 +28,10 @@ pub struct ApiKey {
     pub groups: Vec<String>,
     /// Hex SHA-256 of the key without its prefix.
     pub hash: String,
+    /// How the owner proved who they were when minting it (`htpasswd`,
+    /// `session`): a key minted with a password dies with that user.
+    #[serde(default)]
+    pub minted_by: String,
 }
 
 /// What a client asks for when creating a key.
@@ -110,6 +114,7 @@ impl ApiKey {
             owner: owner.to_owned(),
             groups,
             hash,
+            minted_by: String::new(),
         };
         Ok((record, key))
     }
@@ -126,7 +131,8 @@ impl ApiKey {
         if self.scopes.is_empty() {
             return None;
         }
-        // Scopes were checked at creation; one that no longer parses denies.
+        // Scopes were checked at creation; one that no longer parses allows
+        // nothing (and if none parses, the key can do nothing).
         Some(
             self.scopes
                 .iter()

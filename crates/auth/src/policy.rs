@@ -337,7 +337,9 @@ impl Policy {
             return d;
         }
         match &who.scopes {
-            Some(scopes) if !scopes.is_empty() => {
+            // A scoped key may do only what a scope allows; an empty list
+            // (its scopes no longer parse) allows nothing.
+            Some(scopes) => {
                 let ok = scopes
                     .iter()
                     .any(|s| s.actions.contains(action) && s.repositories.matches(repo));
@@ -350,7 +352,7 @@ impl Policy {
                     }
                 }
             }
-            _ => d,
+            None => d,
         }
     }
 

@@ -34,7 +34,11 @@ impl Registry {
                     let (ok, size) = match self.verify_stored(&digest).await {
                         Ok(r) => r,
                         Err(crate::CoreError::Storage(StorageError::NotFound)) => continue, // deleted meanwhile
-                        Err(e) => return Err(e),
+                        // Unreadable (EIO on a failing disk): as bad as corrupt.
+                        Err(e) => {
+                            tracing::error!(%digest, error = %e, "stored content unreadable");
+                            (false, 0)
+                        }
                     };
                     report.checked += 1;
                     report.bytes += size;

@@ -77,7 +77,8 @@ pub fn parse_content_range(header: &str) -> Option<(u64, u64)> {
     let h = h.split_once('/').map_or(h, |(r, _total)| r);
     let (a, b) = h.split_once('-')?;
     let (s, e) = (num(a.trim())?, num(b.trim())?);
-    (s <= e).then_some((s, e))
+    // `end + 1` must be a size: u64::MAX is no end.
+    (s <= e && e < u64::MAX).then_some((s, e))
 }
 
 #[cfg(test)]
@@ -118,7 +119,7 @@ mod tests {
         assert_eq!(parse_content_range("0-99"), Some((0, 99)));
         assert_eq!(parse_content_range("bytes 10-19/100"), Some((10, 19)));
         assert_eq!(parse_content_range("bytes=10-19"), Some((10, 19)));
-        for bad in ["", "5", "9-1", "-1", "a-b", "1-"] {
+        for bad in ["", "5", "9-1", "-1", "a-b", "1-", "0-18446744073709551615"] {
             assert_eq!(parse_content_range(bad), None, "{bad}");
         }
     }

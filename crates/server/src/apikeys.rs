@@ -83,8 +83,14 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             let request: KeyRequest = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::with_detail(ErrorCode::Unsupported, format!("request body: {e}"))
             })?;
-            let (record, key) = ApiKey::mint(&request, &user, who.groups.clone(), &ua)
+            let (mut record, key) = ApiKey::mint(&request, &user, who.groups.clone(), &ua)
                 .map_err(|e| ApiError::with_detail(ErrorCode::Unsupported, e.to_string()))?;
+            record.minted_by = match who.method {
+                Method::Htpasswd => "htpasswd",
+                Method::Session => "session",
+                _ => "other",
+            }
+            .into();
             let stored =
                 serde_json::to_vec(&record).map_err(|e| ApiError::Internal(e.to_string()))?;
             app.registry

@@ -240,12 +240,11 @@ impl Auth {
     }
 
     /// The next configuration's authentication, keeping what is state
-    /// rather than configuration: login sessions (and the provider clients
-    /// that made them) and the loaded API key table.
+    /// rather than configuration: login sessions and the loaded API key
+    /// table. Provider settings (secrets, allowed origins) take effect.
     pub fn carry_over(mut self, old: &Auth) -> Auth {
         if self.sessions.is_some() && old.sessions.is_some() {
             self.sessions = old.sessions.clone();
-            self.oidc = old.oidc.clone();
         }
         if self.api_keys.is_some() && old.api_keys.is_some() {
             self.api_keys = old.api_keys.clone();
@@ -307,28 +306,38 @@ impl Auth {
         // first: cheap, and it spares a password check that must fail.
         if let (Some(keys), Some(hash)) = (&self.api_keys, apikey::hash_of(&password)) {
             if let Some(k) = keys.get(&hash) {
-                if k.owner == user && !k.is_expired() {
-                    let mut id = Identity::user(&user, k.groups.clone(), Method::ApiKey);
+                // A key minted with a password lives only as long as that
+                // password's user, and acts with today's static groups.
+                let by_password = k.minted_by == "htpasswd";
+                let owner_gone =
+                    by_password && !self.htpasswd.as_ref().is_some_and(|h| h.has_user(&user));
+                if k.owner == user && !k.is_expired() && !owner_gone {
+                    let groups = if by_password {
+                        self.policy.static_groups(&user)
+                    } else {
+                        k.groups.clone()
+                    };
+                    let mut id = Identity::user(&user, groups, Method::ApiKey);
                     id.scopes = k.parsed_scopes();
                     return Ok(id);
                 }
             }
         }
         if let Some(h) = &self.htpasswd {
-            if h.has_user(&user) {
-                let ok = h.cached(&user, &password) || {
-                    let me = self.clone();
-                    let (u, p) = (user.clone(), password.clone());
-                    tokio::task::spawn_blocking(move || {
-                        me.htpasswd.as_ref().is_some_and(|h| h.verify(&u, &p))
-                    })
-                    .await
-                    .unwrap_or(false)
-                };
-                if ok {
-                    let groups = self.policy.static_groups(&user);
-                    return Ok(Identity::user(&user, groups, Method::Htpasswd));
-                }
+            // Unknown users are checked against a decoy hash inside verify,
+            // so the answer takes as long whether or not the user exists.
+            let ok = h.cached(&user, &password) || {
+                let me = self.clone();
+                let (u, p) = (user.clone(), password.clone());
+                tokio::task::spawn_blocking(move || {
+                    me.htpasswd.as_ref().is_some_and(|h| h.verify(&u, &p))
+                })
+                .await
+                .unwrap_or(false)
+            };
+            if ok {
+                let groups = self.policy.static_groups(&user);
+                return Ok(Identity::user(&user, groups, Method::Htpasswd));
             }
         }
         Err(self.fail(self.unauthorized("invalid credentials")).await)

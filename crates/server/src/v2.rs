@@ -24,7 +24,6 @@ use berth_oci::range::{parse_content_range, parse_range, Resolved};
 use berth_oci::{Digest, Endpoint, ErrorCode, Reference, RepoName};
 use futures_util::TryStreamExt;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -44,7 +43,16 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
         Ok(ep) => {
             let query = Query::parse(parts.uri.query());
             let audited = audit_action(&ep).map(|action| (action, ep.clone()));
-            let ep_repo = ep.repo().map(|r| r.to_string());
+            // Only endpoints whose success proves the repository exists may
+            // label metrics with it (a referrers query succeeds for any name).
+            let ep_repo = matches!(
+                ep,
+                Endpoint::GetManifest { .. }
+                    | Endpoint::PutManifest { .. }
+                    | Endpoint::GetBlob { .. }
+            )
+            .then(|| ep.repo().map(|r| r.to_string()))
+            .flatten();
             let download = matches!(ep, Endpoint::GetManifest { head: false, .. });
             let upload = matches!(ep, Endpoint::PutManifest { .. });
             let (resp, who) = match app
@@ -253,7 +261,7 @@ async fn handle(
         Endpoint::FinishUpload { repo, id } => {
             let digest = required_digest(query)?;
             let range = chunk_range(headers)?;
-            let body = has_body(headers)?.then(|| stream(body));
+            let body = has_body(headers, &body)?.then(|| stream(body));
             reg.finish_upload(&repo, &id, &digest, range, body).await?;
             Ok(blob_created(&repo, &digest))
         }
@@ -392,7 +400,15 @@ async fn read_manifest_body(body: Body, headers: &HeaderMap, limit: usize) -> Re
         return Err(too_large());
     }
     if declared.is_some_and(|n| n > limit as u64) {
-        let _ = Limited::new(body, DRAIN_LIMIT as usize).collect().await;
+        // Read and drop, never keep.
+        let mut stream = body.into_data_stream();
+        let mut seen = 0u64;
+        while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut stream).await {
+            seen += chunk.len() as u64;
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
         return Err(too_large());
     }
     let mut stream = body.into_data_stream();
@@ -498,11 +514,13 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
     }
 }
 
-/// Whether the request carries a body worth appending.
-fn has_body(headers: &HeaderMap) -> Result<bool> {
+/// Whether the request carries a body worth appending. HTTP/2 streams a
+/// body without Content-Length or Transfer-Encoding, so the body is asked.
+fn has_body(headers: &HeaderMap, body: &Body) -> Result<bool> {
+    use http_body::Body as _;
     Ok(match content_length(headers)? {
         Some(n) => n > 0,
-        None => headers.contains_key(header::TRANSFER_ENCODING),
+        None => !body.is_end_stream(),
     })
 }
 
@@ -518,7 +536,7 @@ fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
         .and_then(parse_content_range)
         .ok_or_else(|| ApiError::with_detail(ErrorCode::RangeInvalid, "malformed Content-Range"))?;
     if let Some(len) = content_length(headers)? {
-        if len != end - start + 1 {
+        if Some(len) != (end - start).checked_add(1) {
             return Err(ApiError::with_detail(
                 ErrorCode::SizeInvalid,
                 format!("Content-Range {start}-{end} does not match Content-Length {len}"),

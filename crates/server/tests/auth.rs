@@ -162,7 +162,7 @@ async fn anonymous_reads_ci_creates_admin_does_everything() {
 
 #[tokio::test]
 async fn api_keys_list_scopes_expiry_and_revocation() {
-    let (s, _dir) = start();
+    let (s, dir) = start();
     s.login(Some("ci:ci-pw"));
     let scoped = mint(
         &s,
