@@ -15,6 +15,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v ab >/dev/null || need+=(apache2-utils)
 command -v curl >/dev/null || need+=(curl)
 command -v bc >/dev/null || need+=(bc)
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -187,6 +188,31 @@ for mode in anonymous basic apikey; do
 done
 stop_registry
 
+# Garbage collection: a pass over a large store, and pushes while it runs.
+echo "== berth gc ==" >&2
+GC_BLOBS=${GC_BLOBS:-100000}; GC_MANIFESTS=${GC_MANIFESTS:-10000}
+"$BB" seed-store --root "$W/gc-store" --manifests "$GC_MANIFESTS" --blobs "$GC_BLOBS" > /dev/null
+printf '{"storage":{"rootDirectory":"%s","gcDelay":"1h"},"http":{"port":"0"},"log":{"level":"warn"}}' "$W/gc-store" > "$W/gc.json"
+gc_out=$(/usr/bin/time -f '%e %M' "$BERTH" gc "$W/gc.json" 2> "$W/gc.time")
+R[gc.summary]=$(echo "$gc_out" | head -1)
+R[gc.secs]=$(tail -1 "$W/gc.time" | awk '{print $1}')
+R[gc.rss_mib]=$(( $(tail -1 "$W/gc.time" | awk '{print $2}') / 1024 ))
+# Push throughput on a large store: GC idle, then GC running back to back.
+for mode in idle busy; do
+  rm -rf "$W/gc-store"; "$BB" seed-store --root "$W/gc-store" --manifests "$GC_MANIFESTS" --blobs "$GC_BLOBS" > /dev/null
+  interval=$([ $mode = busy ] && echo 100ms || echo 0s)
+  port=$(free_port)
+  printf '{"storage":{"rootDirectory":"%s","gcDelay":"1h","gcInterval":"%s"},"http":{"address":"127.0.0.1","port":"%s"},"log":{"level":"info","output":"%s/gc-%s.log"}}' \
+    "$W/gc-store" "$interval" "$port" "$W" "$mode" > "$W/gc-serve.json"
+  "$BERTH" serve "$W/gc-serve.json" > /dev/null & PID=$!; PIDS+=("$PID"); URL="http://127.0.0.1:$port"
+  "$BB" wait-ready --url "$URL/v2/" > /dev/null
+  [ $mode = busy ] && sleep 2
+  out=$("$BB" push-small --base "$URL" --concurrency 8 --images "${SMALL_IMAGES:-2000}" --repo bench/gc)
+  R[gc.push.$mode]=$(echo "$out" | sed 's/.*"images_per_sec":\([0-9.]*\).*/\1/')
+  stop_registry
+done
+R[gc.passes]=$(grep -c "garbage collected" "$W/gc-busy.log" || true)
+
 # nginx: the ceiling for a raw pull of the same file.
 port=$(free_port); mkdir -p "$W/www" "$W/nginx"; ln "$W/big" "$W/www/big"
 cat > "$W/nginx.conf" <<NGX
@@ -220,6 +246,12 @@ mkdir -p bench/out
   echo "| start-up, 1,000 repositories stored | ${R[berth.start_ms]} ms | ${R[dist.start_ms]} ms | |"
   echo "| RSS idle | $((R[berth.rss_idle] / 1024)) MiB | $((R[dist.rss_idle] / 1024)) MiB | |"
   echo "| RSS peak: ${SIZE_MIB} MiB push / pull / small images | $((R[berth.rss_peak_push] / 1024)) / $((R[berth.rss_peak_blob] / 1024)) / $((R[berth.rss_peak] / 1024)) MiB | $((R[dist.rss_peak_push] / 1024)) / $((R[dist.rss_peak_blob] / 1024)) / $((R[dist.rss_peak] / 1024)) MiB | |"
+  echo
+  echo "| garbage collection (Berth) | figure |"
+  echo "|---|---|"
+  echo "| one pass, ${GC_BLOBS} blobs / ${GC_MANIFESTS} manifests | ${R[gc.secs]} s, peak RSS ${R[gc.rss_mib]} MiB: ${R[gc.summary]} |"
+  echo "| small-image push c=8, GC idle | ${R[gc.push.idle]%.*} img/s |"
+  echo "| small-image push c=8, GC passes back to back | ${R[gc.push.busy]%.*} img/s ($(echo "scale=0; 100 * ${R[gc.push.busy]} / ${R[gc.push.idle]}" | bc)% of idle) |"
   echo
   echo "| manifest GET by tag, c=32, Berth with auth | req/s | p99 | vs anonymous |"
   echo "|---|---|---|---|"

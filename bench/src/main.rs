@@ -51,6 +51,17 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         requests: usize,
     },
+    /// Writes a large store straight to disk in Berth's layout (for the GC
+    /// benchmark): `manifests` small images over 100 repositories, and
+    /// unreferenced blobs up to `blobs` in all, aged past any grace delay.
+    SeedStore {
+        #[arg(long)]
+        root: std::path::PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        manifests: usize,
+        #[arg(long, default_value_t = 100_000)]
+        blobs: usize,
+    },
     /// Milliseconds until a URL answers 200.
     WaitReady {
         #[arg(long)]
@@ -232,6 +243,71 @@ async fn main() -> Result<(), Error> {
                 "{}",
                 serde_json::json!({"requests": requests, "rps": requests as f64 / secs,
                     "p50_ms": percentile(&lat, 0.5), "p99_ms": percentile(&lat, 0.99)})
+            );
+        }
+        Cmd::SeedStore {
+            root,
+            manifests,
+            blobs,
+        } => {
+            let old = std::time::SystemTime::now() - Duration::from_secs(7 * 24 * 3600);
+            let put = |key: &str, data: &[u8], age: bool| -> std::io::Result<()> {
+                let path = root.join(key);
+                std::fs::create_dir_all(path.parent().unwrap())?;
+                std::fs::write(&path, data)?;
+                if age {
+                    std::fs::File::options()
+                        .write(true)
+                        .open(&path)?
+                        .set_modified(old)?;
+                }
+                Ok(())
+            };
+            let blob_key = |d: &str| format!("blobs/sha256/{}/{}", &d[7..9], &d[7..]);
+            let link = |repo: &str, kind: &str, d: &str| {
+                format!("repositories/{repo}/{kind}/sha256/{}", &d[7..])
+            };
+            let mut written = 0usize;
+            for i in 0..manifests {
+                let repo = format!("seed/r{:03}", i % 100);
+                let config =
+                    format!(r#"{{"architecture":"amd64","os":"linux","seed":{i}}}"#).into_bytes();
+                let layer = format!("layer-{i}").into_bytes();
+                let (cd, ld) = (sha256(&config), sha256(&layer));
+                let manifest = format!(
+                    r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{ld}","size":{}}}]}}"#,
+                    config.len(),
+                    layer.len()
+                )
+                .into_bytes();
+                let md = sha256(&manifest);
+                for (d, data) in [(&cd, &config), (&ld, &layer), (&md, &manifest)] {
+                    put(&blob_key(d), data, true)?;
+                }
+                put(&link(&repo, "_layers", &cd), b"", true)?;
+                put(&link(&repo, "_layers", &ld), b"", true)?;
+                put(
+                    &link(&repo, "_manifests", &md),
+                    b"application/vnd.oci.image.manifest.v1+json",
+                    true,
+                )?;
+                put(
+                    &format!("repositories/{repo}/_tags/t{i}"),
+                    md.as_bytes(),
+                    true,
+                )?;
+                written += 3;
+            }
+            let mut orphans = 0usize;
+            while written < blobs {
+                let data = format!("orphan-{orphans}").into_bytes();
+                put(&blob_key(&sha256(&data)), &data, true)?;
+                written += 1;
+                orphans += 1;
+            }
+            println!(
+                "{}",
+                serde_json::json!({"manifests": manifests, "blobs": written, "orphans": orphans})
             );
         }
         Cmd::WaitReady { url, timeout_secs } => {

@@ -13,9 +13,13 @@
 //!
 //! In every interleaving either the collector sees the writer's link, or
 //! the writer sees the content gone and puts its own verified copy back.
+//!
+//! Renames here need not be durable: after a power loss an object is either
+//! where it was or in `gc-trash/`, from which start-up puts it back.
 
 use crate::{keys, Registry, Result};
 use berth_oci::{manifest, Algorithm, Digest, RepoName};
+use berth_storage::Durability;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -99,7 +103,7 @@ impl Registry {
                 if berth_storage::check_key(&original, false).is_ok()
                     && self.store.stat(&original).await?.is_none()
                 {
-                    self.store.rename(&at, &original).await?;
+                    self.store.rename(&at, &original, Durability::Lazy).await?;
                     restored += 1;
                 }
             }
@@ -187,7 +191,12 @@ impl Registry {
             for d in digests {
                 let from = keys::layer_link(repo, d);
                 let to = trash_key(&trash, &from);
-                if self.store.rename(&from, &to).await.is_ok() {
+                if self
+                    .store
+                    .rename(&from, &to, Durability::Lazy)
+                    .await
+                    .is_ok()
+                {
                     hidden_links.push((repo.clone(), d.clone(), to));
                 }
             }
@@ -196,7 +205,12 @@ impl Registry {
         for (d, size) in &blob_candidates {
             let from = keys::blob(d);
             let to = trash_key(&trash, &from);
-            if self.store.rename(&from, &to).await.is_ok() {
+            if self
+                .store
+                .rename(&from, &to, Durability::Lazy)
+                .await
+                .is_ok()
+            {
                 hidden_blobs.push((d.clone(), *size, to));
             }
         }
@@ -210,7 +224,9 @@ impl Registry {
             }
             let live_link = self.store.stat(&keys::layer_link(repo, d)).await?.is_some();
             if live_link || referenced_now[repo].contains(d) {
-                self.store.rename(at, &keys::layer_link(repo, d)).await?;
+                self.store
+                    .rename(at, &keys::layer_link(repo, d), Durability::Lazy)
+                    .await?;
                 report.restored += 1;
             } else {
                 report.links_removed.push((repo.to_string(), d.clone()));
@@ -230,7 +246,9 @@ impl Registry {
             }
             for (d, size, at) in &hidden_blobs {
                 if linked_now.contains(d) {
-                    self.store.rename(at, &keys::blob(d)).await?;
+                    self.store
+                        .rename(at, &keys::blob(d), Durability::Lazy)
+                        .await?;
                     report.restored += 1;
                 } else {
                     report.blobs_removed.push(d.clone());

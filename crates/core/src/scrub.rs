@@ -44,7 +44,11 @@ impl Registry {
                     report.bytes += size;
                     if !ok {
                         self.store
-                            .rename(&keys::blob(&digest), &keys::quarantined(&digest))
+                            .rename(
+                                &keys::blob(&digest),
+                                &keys::quarantined(&digest),
+                                berth_storage::Durability::Durable,
+                            )
                             .await?;
                         tracing::error!(%digest, "corrupt content quarantined");
                         report.corrupt.push(digest);

@@ -152,11 +152,17 @@ fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
                 r.bytes_reclaimed,
                 r.restored
             );
-            for (repo, d) in &r.links_removed {
+            const SHOWN: usize = 100;
+            for (repo, d) in r.links_removed.iter().take(SHOWN) {
                 println!("link {repo} {d}");
             }
-            for d in &r.blobs_removed {
+            for d in r.blobs_removed.iter().take(SHOWN) {
                 println!("blob {d}");
+            }
+            let hidden = r.links_removed.len().saturating_sub(SHOWN)
+                + r.blobs_removed.len().saturating_sub(SHOWN);
+            if hidden > 0 {
+                println!("... and {hidden} more");
             }
             ExitCode::SUCCESS
         }

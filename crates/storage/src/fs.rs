@@ -347,13 +347,16 @@ impl Backend for FsBackend {
         .await
     }
 
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+    async fn rename(&self, from: &str, to: &str, durability: Durability) -> Result<()> {
         let (src, dst) = (self.path(from)?, self.path(to)?);
         blocking(move || {
             fs::create_dir_all(parent(&dst))?;
             fs::rename(&src, &dst)?;
-            sync_dir(parent(&dst))?;
-            sync_dir(parent(&src))
+            if durability == Durability::Durable {
+                sync_dir(parent(&dst))?;
+                sync_dir(parent(&src))?;
+            }
+            Ok(())
         })
         .await
         .map_err(|e| match e {

@@ -92,7 +92,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Removes an object; returns whether it existed.
     async fn delete(&self, key: &str, durability: Durability) -> Result<bool>;
     /// Moves an object to another key (replacing what is there), atomically.
-    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+    async fn rename(&self, from: &str, to: &str, durability: Durability) -> Result<()>;
     /// Removes every object under a prefix.
     async fn delete_prefix(&self, prefix: &str) -> Result<()>;
     /// The entries directly under a prefix (`""` for the root), sorted by name.

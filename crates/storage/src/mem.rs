@@ -112,7 +112,7 @@ impl Backend for MemBackend {
         Ok(self.lock().objects.remove(key).is_some())
     }
 
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+    async fn rename(&self, from: &str, to: &str, _: Durability) -> Result<()> {
         check_key(from, false)?;
         check_key(to, false)?;
         let mut g = self.lock();

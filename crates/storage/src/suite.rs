@@ -85,13 +85,13 @@ pub async fn run(store: &dyn Backend) {
         .put("r2/two", Bytes::from_static(b"2"), Durable)
         .await
         .unwrap();
-    store.rename("r/one", "r2/two").await.unwrap();
+    store.rename("r/one", "r2/two", Durable).await.unwrap();
     assert_eq!(store.get("r2/two").await.unwrap().unwrap(), "1");
     assert_eq!(store.get("r/one").await.unwrap(), None);
-    store.rename("r2/two", "q/x/y").await.unwrap();
+    store.rename("r2/two", "q/x/y", Durable).await.unwrap();
     assert_eq!(store.get("q/x/y").await.unwrap().unwrap(), "1");
     assert!(matches!(
-        store.rename("r/none", "r/z").await,
+        store.rename("r/none", "r/z", Durable).await,
         Err(StorageError::NotFound)
     ));
     store.delete_prefix("q").await.unwrap();
