@@ -258,6 +258,24 @@ async fn api_keys_list_scopes_expiry_and_revocation() {
         s.get("/zot/auth/apikey").await.status(),
         StatusCode::UNAUTHORIZED
     );
+
+    // A key minted with a password dies with its user.
+    s.login(Some("ci:ci-pw"));
+    let doomed = mint(&s, r#"{"label":"doomed"}"#).await["apiKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.login(Some(&format!("ci:{doomed}")));
+    assert_eq!(s.get("/v2/").await.status(), StatusCode::OK);
+    write_htpasswd(&dir.path().join("htpasswd"), &USERS[..1]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.get("/v2/").await.status() == StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "a removed user's key still works"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// An RFC 3339 time `secs` from now.
