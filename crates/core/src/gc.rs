@@ -30,6 +30,36 @@ pub struct GcOptions {
     pub delay: Duration,
     /// Report what would go, change nothing.
     pub dry_run: bool,
+    /// Share of the time a pass may work, in (0, 1]: between bursts it
+    /// sleeps so that pushes keep the machine (1.0 for the command line).
+    pub pace: f64,
+}
+
+/// Keeps a pass to its share of the time.
+struct Pacer {
+    pace: f64,
+    since: std::time::Instant,
+}
+
+impl Pacer {
+    fn new(pace: f64) -> Pacer {
+        Pacer {
+            pace: pace.clamp(0.01, 1.0),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// Called often; sleeps after each burst of about 20 ms of work.
+    async fn tick(&mut self) {
+        if self.pace >= 1.0 {
+            return;
+        }
+        let worked = self.since.elapsed();
+        if worked >= Duration::from_millis(20) {
+            tokio::time::sleep(worked.mul_f64(1.0 / self.pace - 1.0)).await;
+            self.since = std::time::Instant::now();
+        }
+    }
 }
 
 /// What a pass did (or, dry, would do).
@@ -124,6 +154,7 @@ impl Registry {
         let cutoff = SystemTime::now()
             .checked_sub(opts.delay)
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut pacer = Pacer::new(opts.pace);
         let mut report = GcReport::default();
         let repos: Vec<RepoName> = self
             .walk_repositories()
@@ -148,6 +179,7 @@ impl Registry {
                 }
             }
             in_use.extend(self.linked(repo, keys::MANIFESTS).await?);
+            pacer.tick().await;
             if i % 100 == 99 {
                 progress(&format!("marked {} of {} repositories", i + 1, repos.len()));
             }
@@ -161,6 +193,7 @@ impl Registry {
                         continue;
                     };
                     report.blobs_seen += 1;
+                    pacer.tick().await;
                     let key = keys::blob(&d);
                     if !in_use.contains(&d) && self.older_than(&key, cutoff).await? {
                         let size = self.store.stat(&key).await?.unwrap_or(0);
@@ -189,6 +222,7 @@ impl Registry {
         let mut hidden_links = Vec::new();
         for (repo, digests) in &link_candidates {
             for d in digests {
+                pacer.tick().await;
                 let from = keys::layer_link(repo, d);
                 let to = trash_key(&trash, &from);
                 if self
@@ -203,6 +237,7 @@ impl Registry {
         }
         let mut hidden_blobs = Vec::new();
         for (d, size) in &blob_candidates {
+            pacer.tick().await;
             let from = keys::blob(d);
             let to = trash_key(&trash, &from);
             if self
@@ -241,6 +276,7 @@ impl Registry {
                 .filter_map(|r| RepoName::parse(r))
                 .collect();
             for repo in &repos {
+                pacer.tick().await;
                 linked_now.extend(self.linked(repo, keys::LAYERS).await?);
                 linked_now.extend(self.linked(repo, keys::MANIFESTS).await?);
             }

@@ -112,73 +112,78 @@ fn open_registry(settings: &Settings) -> Result<berth_core::Registry, String> {
     ))
 }
 
-fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
-    let settings = match settings_from(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let delay = settings.gc.unwrap_or_default().delay;
+/// Loads a configuration, opens its storage, and runs offline work on a
+/// small runtime. A bad configuration exits 2, a failure 1.
+fn offline<T, F, Fut>(config: &std::path::Path, what: &str, work: F) -> Result<T, ExitCode>
+where
+    F: FnOnce(Settings, berth_core::Registry) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let settings = settings_from(config).map_err(|e| {
+        eprintln!("invalid configuration: {e}");
+        ExitCode::from(2)
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{what} failed: {e}");
+            ExitCode::FAILURE
+        })?;
     let run = async {
         let registry = open_registry(&settings)?;
-        let opts = berth_core::gc::GcOptions { delay, dry_run };
+        work(settings, registry).await
+    };
+    runtime.block_on(run).map_err(|e| {
+        eprintln!("{what} failed: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
+    let report = offline(config, "gc", |settings, registry| async move {
+        let delay = settings.gc.unwrap_or_default().delay;
+        let opts = berth_core::gc::GcOptions {
+            delay,
+            dry_run,
+            pace: 1.0,
+        };
         registry
             .gc(opts, |line| eprintln!("gc: {line}"))
             .await
             .map_err(|e| e.to_string())
+    });
+    let r = match report {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    let report = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(run),
-        Err(e) => Err(e.to_string()),
-    };
-    match report {
-        Err(e) => {
-            eprintln!("gc failed: {e}");
-            ExitCode::FAILURE
-        }
-        Ok(r) => {
-            let verb = if dry_run { "would remove" } else { "removed" };
-            println!(
-                "gc: {} repositories, {} blobs seen; {verb} {} links and {} blobs ({} bytes); {} restored (in use again)",
-                r.repositories,
-                r.blobs_seen,
-                r.links_removed.len(),
-                r.blobs_removed.len(),
-                r.bytes_reclaimed,
-                r.restored
-            );
-            const SHOWN: usize = 100;
-            for (repo, d) in r.links_removed.iter().take(SHOWN) {
-                println!("link {repo} {d}");
-            }
-            for d in r.blobs_removed.iter().take(SHOWN) {
-                println!("blob {d}");
-            }
-            let hidden = r.links_removed.len().saturating_sub(SHOWN)
-                + r.blobs_removed.len().saturating_sub(SHOWN);
-            if hidden > 0 {
-                println!("... and {hidden} more");
-            }
-            ExitCode::SUCCESS
-        }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    println!(
+        "gc: {} repositories, {} blobs seen; {verb} {} links and {} blobs ({} bytes); {} restored (in use again)",
+        r.repositories,
+        r.blobs_seen,
+        r.links_removed.len(),
+        r.blobs_removed.len(),
+        r.bytes_reclaimed,
+        r.restored
+    );
+    const SHOWN: usize = 100;
+    for (repo, d) in r.links_removed.iter().take(SHOWN) {
+        println!("link {repo} {d}");
     }
+    for d in r.blobs_removed.iter().take(SHOWN) {
+        println!("blob {d}");
+    }
+    let hidden =
+        r.links_removed.len().saturating_sub(SHOWN) + r.blobs_removed.len().saturating_sub(SHOWN);
+    if hidden > 0 {
+        println!("... and {hidden} more");
+    }
+    ExitCode::SUCCESS
 }
 
 fn scrub(config: &std::path::Path) -> ExitCode {
-    let settings = match settings_from(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let run = async {
-        let registry = open_registry(&settings)?;
+    let report = offline(config, "scrub", |_settings, registry| async move {
         let mut last = std::time::Instant::now();
         registry
             .scrub(|r| {
@@ -193,35 +198,24 @@ fn scrub(config: &std::path::Path) -> ExitCode {
             })
             .await
             .map_err(|e| e.to_string())
+    });
+    let r = match report {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    let report = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(run),
-        Err(e) => Err(e.to_string()),
-    };
-    match report {
-        Err(e) => {
-            eprintln!("scrub failed: {e}");
-            ExitCode::FAILURE
-        }
-        Ok(r) => {
-            println!(
-                "scrub: {} objects, {} bytes checked, {} corrupt",
-                r.checked,
-                r.bytes,
-                r.corrupt.len()
-            );
-            for d in &r.corrupt {
-                println!("corrupt (quarantined): {d}");
-            }
-            if r.corrupt.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            }
-        }
+    println!(
+        "scrub: {} objects, {} bytes checked, {} corrupt",
+        r.checked,
+        r.bytes,
+        r.corrupt.len()
+    );
+    for d in &r.corrupt {
+        println!("corrupt (quarantined): {d}");
+    }
+    if r.corrupt.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
     }
 }
 

@@ -26,6 +26,9 @@ use tower::ServiceExt;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send request headers or finish TLS.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Share of the time a background GC pass may work: the rest is left to
+/// pushes and pulls.
+const GC_PACE: f64 = 0.2;
 /// How often abandoned uploads are looked for.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(600);
 
@@ -159,6 +162,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
                         berth_core::gc::GcOptions {
                             delay: g.delay,
                             dry_run: false,
+                            pace: GC_PACE,
                         },
                         |_| {},
                     )
