@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 TRIALS=${TRIALS:-3}
+# SECTIONS: any of compare (vs distribution and nginx), auth, gc.
+SECTIONS=${SECTIONS:-compare,auth,gc}
+want() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 
 need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
@@ -71,13 +74,14 @@ upload_url() { # base repo -> upload Location (absolute)
 }
 with_digest() { case "$1" in *\?*) echo "$1&digest=$2" ;; *) echo "$1?digest=$2" ;; esac; }
 
+declare -A R
+if want compare; then
 echo "generating a ${SIZE_MIB} MiB blob..." >&2
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$W/big"
 DIGEST="sha256:$(openssl dgst -sha256 -r "$W/big" | cut -d' ' -f1)"
 mkdir -p "$W/pieces" && (cd "$W/pieces" && split -b 64M -d -a 3 ../big piece.)
 BYTES=$((SIZE_MIB * 1024 * 1024))
 
-declare -A R
 for reg in berth dist; do
   echo "== $reg ==" >&2
   # Monolithic push (fresh store each trial).
@@ -162,7 +166,11 @@ for reg in berth dist; do
   rm -rf "$W/$reg-small"
 done
 
+fi
+
 # Authentication overhead: manifest GET by tag, anonymous vs htpasswd vs API key.
+if want auth; then
+acc='Accept: application/vnd.oci.image.manifest.v1+json' 
 echo "== berth with auth ==" >&2
 htpasswd -nbB -C 10 bench bench-pw > "$W/htpasswd"
 port=$(free_port)
@@ -188,7 +196,10 @@ for mode in anonymous basic apikey; do
 done
 stop_registry
 
+fi
+
 # Garbage collection: a pass over a large store, and pushes while it runs.
+if want gc; then
 echo "== berth gc ==" >&2
 GC_BLOBS=${GC_BLOBS:-100000}; GC_MANIFESTS=${GC_MANIFESTS:-10000}
 "$BB" seed-store --root "$W/gc-store" --manifests "$GC_MANIFESTS" --blobs "$GC_BLOBS" > /dev/null
@@ -212,8 +223,10 @@ for mode in idle busy; do
   stop_registry
 done
 R[gc.passes]=$(grep -c "garbage collected" "$W/gc-busy.log" || true)
+fi
 
 # nginx: the ceiling for a raw pull of the same file.
+if want compare; then
 port=$(free_port); mkdir -p "$W/www" "$W/nginx"; ln "$W/big" "$W/www/big"
 cat > "$W/nginx.conf" <<NGX
 worker_processes 1; error_log $W/nginx/error.log; pid $W/nginx/nginx.pid; daemon off;
@@ -224,11 +237,13 @@ nginx -c "$W/nginx.conf" -p "$W/nginx" & PIDS+=("$!"); sleep 0.5
 ng=()
 for t in $(seq "$TRIALS"); do out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' "http://127.0.0.1:$port/big"); [ "${out%% *}" = 200 ] || { echo "nginx: $out" >&2; exit 1; }; ng+=("${out#* }"); done
 NGINX_S=$(printf '%s\n' "${ng[@]}" | median)
+fi
 
 gbps() { printf '%.2f' "$(echo "scale=4; $BYTES / $1 / 1000000000" | bc)"; }
 ratio() { printf '%.2f' "$(echo "scale=4; $1 / $2" | bc)"; }
 mkdir -p bench/out
 {
+  if want compare; then
   echo "Berth vs CNCF distribution $(docker-registry --version 2>&1 | awk '{print $3}'), ${SIZE_MIB} MiB blob, median of $TRIALS; $(nproc) cores, $(date -u +%F)."
   echo
   echo "| measure | Berth | distribution | Berth advantage |"
@@ -246,16 +261,21 @@ mkdir -p bench/out
   echo "| start-up, 1,000 repositories stored | ${R[berth.start_ms]} ms | ${R[dist.start_ms]} ms | |"
   echo "| RSS idle | $((R[berth.rss_idle] / 1024)) MiB | $((R[dist.rss_idle] / 1024)) MiB | |"
   echo "| RSS peak: ${SIZE_MIB} MiB push / pull / small images | $((R[berth.rss_peak_push] / 1024)) / $((R[berth.rss_peak_blob] / 1024)) / $((R[berth.rss_peak] / 1024)) MiB | $((R[dist.rss_peak_push] / 1024)) / $((R[dist.rss_peak_blob] / 1024)) / $((R[dist.rss_peak] / 1024)) MiB | |"
+  fi
+  if want gc; then
   echo
   echo "| garbage collection (Berth) | figure |"
   echo "|---|---|"
   echo "| one pass, ${GC_BLOBS} blobs / ${GC_MANIFESTS} manifests | ${R[gc.secs]} s, peak RSS ${R[gc.rss_mib]} MiB: ${R[gc.summary]} |"
   echo "| small-image push c=8, GC idle | ${R[gc.push.idle]%.*} img/s |"
   echo "| small-image push c=8, GC passes back to back | ${R[gc.push.busy]%.*} img/s ($(echo "scale=0; 100 * ${R[gc.push.busy]} / ${R[gc.push.idle]}" | bc)% of idle) |"
+  fi
+  if want auth; then
   echo
   echo "| manifest GET by tag, c=32, Berth with auth | req/s | p99 | vs anonymous |"
   echo "|---|---|---|---|"
   for mode in anonymous basic apikey; do
     echo "| $mode | ${R[auth.$mode.rps]} | ${R[auth.$mode.p99]} | $(ratio "${R[auth.$mode.rps]}" "${R[auth.anonymous.rps]}")x |"
   done
+  fi
 } | tee bench/out/results.md
