@@ -107,6 +107,10 @@ pub struct Registry {
     options: Arc<Options>,
     sessions: Arc<uploads::Sessions>,
     catalog: Arc<listing::CatalogIndex>,
+    /// Striped locks serializing a manifest's push and delete in one
+    /// repository (never anything else): a delete cannot unlink a manifest
+    /// that a concurrent push of the same bytes has just acknowledged.
+    manifest_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
 }
 
 impl Registry {
@@ -116,7 +120,20 @@ impl Registry {
             options: Arc::new(options),
             sessions: Arc::default(),
             catalog: Arc::default(),
+            manifest_locks: Arc::new((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
         }
+    }
+
+    /// The stripe guarding one manifest of one repository.
+    pub(crate) fn manifest_lock(
+        &self,
+        repo: &berth_oci::RepoName,
+        digest: &Digest,
+    ) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (repo.as_str(), digest.as_str()).hash(&mut h);
+        &self.manifest_locks[(h.finish() % self.manifest_locks.len() as u64) as usize]
     }
 
     pub fn options(&self) -> &Options {

@@ -80,6 +80,7 @@ impl Registry {
             }
         }
 
+        let _serialized = self.manifest_lock(repo, &digest).lock().await;
         // Content first, then the links that make it visible, the tag last:
         // a crash in between leaves unreferenced content, never a dangling tag.
         let size = body.len() as u64;
@@ -221,6 +222,7 @@ impl Registry {
             }
             Reference::Digest(d) => d,
         };
+        let _serialized = self.manifest_lock(repo, digest).lock().await;
         let link = keys::manifest_link(repo, digest);
         if self.store.stat(&link).await?.is_none() {
             return Err(CoreError::ManifestUnknown);
