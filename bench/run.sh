@@ -208,20 +208,28 @@ gc_out=$(/usr/bin/time -f '%e %M' "$BERTH" gc "$W/gc.json" 2> "$W/gc.time")
 R[gc.summary]=$(echo "$gc_out" | head -1)
 R[gc.secs]=$(tail -1 "$W/gc.time" | awk '{print $1}')
 R[gc.rss_mib]=$(( $(tail -1 "$W/gc.time" | awk '{print $2}') / 1024 ))
-# Push throughput on a large store: GC idle, then GC running back to back.
-for mode in idle busy; do
-  rm -rf "$W/gc-store"; "$BB" seed-store --root "$W/gc-store" --manifests "$GC_MANIFESTS" --blobs "$GC_BLOBS" > /dev/null
-  interval=$([ $mode = busy ] && echo 100ms || echo 0s)
-  port=$(free_port)
-  printf '{"storage":{"rootDirectory":"%s","gcDelay":"1h","gcInterval":"%s"},"http":{"address":"127.0.0.1","port":"%s"},"log":{"level":"info","output":"%s/gc-%s.log"}}' \
-    "$W/gc-store" "$interval" "$port" "$W" "$mode" > "$W/gc-serve.json"
-  "$BERTH" serve "$W/gc-serve.json" > /dev/null & PID=$!; PIDS+=("$PID"); URL="http://127.0.0.1:$port"
-  "$BB" wait-ready --url "$URL/v2/" > /dev/null
-  [ $mode = busy ] && sleep 2
-  out=$("$BB" push-small --base "$URL" --concurrency 8 --images "${SMALL_IMAGES:-2000}" --repo bench/gc)
-  R[gc.push.$mode]=$(echo "$out" | sed 's/.*"images_per_sec":\([0-9.]*\).*/\1/')
-  stop_registry
+# Push throughput on a large store: GC off, then GC passes back to back,
+# interleaved, each after a sync so that neither pays the other's writeback.
+rm -rf "$W/gc-store"; "$BB" seed-store --root "$W/gc-store" --manifests "$GC_MANIFESTS" --blobs "$GC_BLOBS" > /dev/null
+idle=(); busy=()
+for t in $(seq "$TRIALS"); do
+  for mode in idle busy; do
+    interval=$([ $mode = busy ] && echo 100ms || echo 0s)
+    port=$(free_port)
+    printf '{"storage":{"rootDirectory":"%s","gcDelay":"1h","gcInterval":"%s"},"http":{"address":"127.0.0.1","port":"%s"},"log":{"level":"info","output":"%s/gc-%s.log"}}' \
+      "$W/gc-store" "$interval" "$port" "$W" "$mode" > "$W/gc-serve.json"
+    sync; sleep 1
+    "$BERTH" serve "$W/gc-serve.json" > /dev/null & PID=$!; PIDS+=("$PID"); URL="http://127.0.0.1:$port"
+    "$BB" wait-ready --url "$URL/v2/" > /dev/null
+    [ $mode = busy ] && sleep 1
+    out=$("$BB" push-small --base "$URL" --concurrency 8 --images "${SMALL_IMAGES:-2000}" --repo "bench/gc$t$mode")
+    rate=$(echo "$out" | sed 's/.*"images_per_sec":\([0-9.]*\).*/\1/')
+    if [ $mode = busy ]; then busy+=("$rate"); else idle+=("$rate"); fi
+    stop_registry
+  done
 done
+R[gc.push.idle]=$(printf '%s\n' "${idle[@]}" | median)
+R[gc.push.busy]=$(printf '%s\n' "${busy[@]}" | median)
 R[gc.passes]=$(grep -c "garbage collected" "$W/gc-busy.log" || true)
 fi
 
