@@ -116,6 +116,16 @@ impl Registry {
         Ok(out)
     }
 
+    /// Every repository, parsed.
+    async fn repositories(&self) -> Result<Vec<RepoName>> {
+        Ok(self
+            .walk_repositories()
+            .await?
+            .iter()
+            .filter_map(|r| RepoName::parse(r))
+            .collect())
+    }
+
     async fn older_than(&self, key: &str, cutoff: SystemTime) -> Result<bool> {
         Ok(self.store.modified(key).await?.is_some_and(|t| t < cutoff))
     }
@@ -156,12 +166,7 @@ impl Registry {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut pacer = Pacer::new(opts.pace);
         let mut report = GcReport::default();
-        let repos: Vec<RepoName> = self
-            .walk_repositories()
-            .await?
-            .iter()
-            .filter_map(|r| RepoName::parse(r))
-            .collect();
+        let repos: Vec<RepoName> = self.repositories().await?;
         report.repositories = repos.len();
 
         // Mark: links nothing references, and everything linked.
@@ -269,12 +274,7 @@ impl Registry {
         }
         if !hidden_blobs.is_empty() {
             let mut linked_now: HashSet<Digest> = HashSet::new();
-            let repos: Vec<RepoName> = self
-                .walk_repositories()
-                .await?
-                .iter()
-                .filter_map(|r| RepoName::parse(r))
-                .collect();
+            let repos: Vec<RepoName> = self.repositories().await?;
             for repo in &repos {
                 pacer.tick().await;
                 linked_now.extend(self.linked(repo, keys::LAYERS).await?);

@@ -138,6 +138,10 @@ impl Agent {
         resp
     }
 
+    async fn get(&mut self, url: &str) -> reqwest::Response {
+        self.send(Method::GET, url, None, &[]).await
+    }
+
     /// Follows redirects from `url`; returns the last response and its URL.
     async fn follow(&mut self, url: &str) -> (reqwest::Response, String) {
         let mut url = url.to_owned();
@@ -252,12 +256,7 @@ async fn login_sessions_keys_and_logout() {
         "the cookie value is encrypted"
     );
 
-    let home = a
-        .send(Method::GET, &format!("{base}/"), None, &[])
-        .await
-        .text()
-        .await
-        .unwrap();
+    let home = a.get(&format!("{base}/")).await.text().await.unwrap();
     assert!(
         home.contains("Signed in as <b>alice</b>") && home.contains("artifact-workloads"),
         "{home}"
@@ -302,12 +301,7 @@ async fn login_sessions_keys_and_logout() {
     // Sessions survive a restart when the keys come from sessionKeysFile.
     s.restart();
     a.client = Agent::new().client; // the old connections died with the process
-    let home = a
-        .send(Method::GET, &format!("{base}/"), None, &[])
-        .await
-        .text()
-        .await
-        .unwrap();
+    let home = a.get(&format!("{base}/")).await.text().await.unwrap();
     assert!(home.contains("Signed in as <b>alice</b>"), "{home}");
 
     // A tampered cookie is no session, and no error.
@@ -315,9 +309,7 @@ async fn login_sessions_keys_and_logout() {
     let mut value = a.jar["berth_session"].clone();
     value.replace_range(10..12, if &value[10..12] == "AA" { "BB" } else { "AA" });
     forged.jar.insert("berth_session".into(), value);
-    let r = forged
-        .send(Method::GET, &format!("{base}/zot/auth/apikey"), None, &[])
-        .await;
+    let r = forged.get(&format!("{base}/zot/auth/apikey")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Logout ends the session on the server: the old cookie is dead too.
@@ -333,12 +325,7 @@ async fn login_sessions_keys_and_logout() {
     assert_eq!(r.status(), StatusCode::OK);
     let mut replay = Agent::new();
     replay.jar.insert("berth_session".into(), old);
-    let home = replay
-        .send(Method::GET, &format!("{base}/"), None, &[])
-        .await
-        .text()
-        .await
-        .unwrap();
+    let home = replay.get(&format!("{base}/")).await.text().await.unwrap();
     assert!(home.contains("Log in with"), "{home}");
     drop(idp);
 }
@@ -364,40 +351,18 @@ async fn login_refuses_forgery_and_open_redirects() {
 
     // A callback with someone else's state, or none, is refused.
     let mut b = Agent::new();
-    let r = b
-        .send(
-            Method::GET,
-            &format!("{base}/zot/auth/login?provider=oidc"),
-            None,
-            &[],
-        )
-        .await;
+    let r = b.get(&format!("{base}/zot/auth/login?provider=oidc")).await;
     assert_eq!(r.status(), StatusCode::FOUND);
     let r = b
-        .send(
-            Method::GET,
-            &format!("{base}/zot/auth/callback/oidc?code=x&state=wrong"),
-            None,
-            &[],
-        )
+        .get(&format!("{base}/zot/auth/callback/oidc?code=x&state=wrong"))
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = Agent::new()
-        .send(
-            Method::GET,
-            &format!("{base}/zot/auth/callback/oidc?code=x&state=y"),
-            None,
-            &[],
-        )
+        .get(&format!("{base}/zot/auth/callback/oidc?code=x&state=y"))
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = Agent::new()
-        .send(
-            Method::GET,
-            &format!("{base}/zot/auth/login?provider=nope"),
-            None,
-            &[],
-        )
+        .get(&format!("{base}/zot/auth/login?provider=nope"))
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // A user in no group may log in and mint a key, but not push.
