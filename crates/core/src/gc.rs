@@ -81,6 +81,9 @@ fn trash_key(trash: &str, original: &str) -> String {
     format!("{trash}/{}", original.replace('/', "~"))
 }
 
+/// Most manifests whose references a process remembers between passes.
+const GC_REFS_MAX: usize = 1_000_000;
+
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
 fn digest_of(alg: Algorithm, name: &str) -> Option<Digest> {
@@ -104,11 +107,30 @@ impl Registry {
     async fn referenced_by_manifests(&self, repo: &RepoName) -> Result<HashSet<Digest>> {
         let mut out = HashSet::new();
         for m in self.linked(repo, keys::MANIFESTS).await? {
+            // A manifest's references never change (its digest is its
+            // content): parse each once per process.
+            if let Some(refs) = self
+                .gc_refs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&m)
+            {
+                out.extend(refs.iter().cloned());
+                continue;
+            }
             let Some(body) = self.store.get(&keys::blob(&m)).await? else {
                 continue;
             };
             match manifest::parse(&body, None) {
-                Ok(parsed) => out.extend(parsed.blobs.into_iter().map(|d| d.digest)),
+                Ok(parsed) => {
+                    let refs: Vec<Digest> = parsed.blobs.into_iter().map(|d| d.digest).collect();
+                    out.extend(refs.iter().cloned());
+                    let mut cache = self.gc_refs.lock().unwrap_or_else(|p| p.into_inner());
+                    if cache.len() >= GC_REFS_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(m, refs);
+                }
                 // Unreadable: keep every link of the repository rather than guess.
                 Err(_) => return Ok(self.linked(repo, keys::LAYERS).await?.into_iter().collect()),
             }

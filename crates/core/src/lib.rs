@@ -111,6 +111,8 @@ pub struct Registry {
     /// repository (never anything else): a delete cannot unlink a manifest
     /// that a concurrent push of the same bytes has just acknowledged.
     manifest_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// The blobs each manifest references, remembered by garbage collection.
+    gc_refs: Arc<std::sync::Mutex<std::collections::HashMap<Digest, Vec<Digest>>>>,
 }
 
 impl Registry {
@@ -121,6 +123,7 @@ impl Registry {
             sessions: Arc::default(),
             catalog: Arc::default(),
             manifest_locks: Arc::new((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
+            gc_refs: Arc::default(),
         }
     }
 

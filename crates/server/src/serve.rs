@@ -164,7 +164,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
                             dry_run: false,
                             pace: GC_PACE,
                         },
-                        |_| {},
+                        |line| tracing::debug!(progress = line, "garbage collection"),
                     )
                     .await
                 {
