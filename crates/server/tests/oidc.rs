@@ -60,14 +60,28 @@ impl Drop for Idp {
 }
 
 /// Berth on `port`, logging in through `idp`, with the seed policy.
+/// Berth with the seed policy. With a session keys file the client
+/// credentials are written inline; without, they come from zot's
+/// `credentialsFile`, so both forms are exercised.
 fn berth(port: u16, idp: &Idp, keys_file: Option<&std::path::Path>) -> Server {
     let keys = keys_file
         .map(|p| format!(r#","sessionKeysFile":{:?}"#, p.display().to_string()))
         .unwrap_or_default();
+    let credentials = if keys_file.is_some() {
+        r#""clientid":"berth","clientsecret":"berth-test-secret""#.to_owned()
+    } else {
+        let path = std::env::temp_dir().join(format!("berth-oidc-credentials-{port}.json"));
+        std::fs::write(
+            &path,
+            r#"{"clientid":"berth","clientsecret":"berth-test-secret"}"#,
+        )
+        .unwrap();
+        format!(r#""credentialsFile":{:?}"#, path.display().to_string())
+    };
     Server::start_with(&format!(
         r#","http":{{"address":"127.0.0.1","port":"{port}","realm":"berth-test","externalUrl":"http://127.0.0.1:{port}",
         "auth":{{"apikey":true{keys},"openid":{{"providers":{{"oidc":{{"name":"Example SSO","issuer":{issuer:?},
-          "clientid":"berth","clientsecret":"berth-test-secret","scopes":["openid","profile","email","groups"],
+          {credentials},"scopes":["openid","profile","email","groups"],
           "claimMapping":{{"username":"preferred_username","groups":"groups"}}}}}}}}}},
         "accessControl":{{"repositories":{{"**":{{"anonymousPolicy":["read"],
             "policies":[{{"groups":["artifact-workloads"],"actions":["read","create"]}}]}}}},
