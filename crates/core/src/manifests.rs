@@ -59,24 +59,20 @@ impl Registry {
         }
         let m = manifest::parse(&body, content_type)
             .map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
-        for d in m.blobs.iter().filter(|d| d.must_exist()) {
-            if self
-                .store
-                .stat(&keys::layer_link(repo, &d.digest))
-                .await?
-                .is_none()
-            {
-                return Err(CoreError::ManifestBlobUnknown(d.digest.clone()));
-            }
-        }
-        for d in &m.manifests {
-            if self
-                .store
-                .stat(&keys::manifest_link(repo, &d.digest))
-                .await?
-                .is_none()
-            {
-                return Err(CoreError::ManifestBlobUnknown(d.digest.clone()));
+        // Referenced blobs and child manifests must be in this repository.
+        let required = m
+            .blobs
+            .iter()
+            .filter(|d| d.must_exist())
+            .map(|d| (keys::layer_link(repo, &d.digest), &d.digest))
+            .chain(
+                m.manifests
+                    .iter()
+                    .map(|d| (keys::manifest_link(repo, &d.digest), &d.digest)),
+            );
+        for (link, digest) in required {
+            if self.store.stat(&link).await?.is_none() {
+                return Err(CoreError::ManifestBlobUnknown(digest.clone()));
             }
         }
 

@@ -167,10 +167,8 @@ impl Metrics {
     /// Records a successful registry request on an existing repository. Only
     /// successes carry a repository label, so names from bad requests can
     /// never grow the label set.
-    pub fn observe_repo(&self, repo: &str, seconds: f64, download: bool, upload: bool) {
-        let labels = RepoLabels {
-            repo: repo.to_owned(),
-        };
+    pub fn observe_repo(&self, repo: String, seconds: f64, download: bool, upload: bool) {
+        let labels = RepoLabels { repo };
         self.repo_latency.get_or_create(&labels).observe(seconds);
         if download {
             self.downloads.get_or_create(&labels).inc();

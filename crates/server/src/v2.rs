@@ -69,7 +69,7 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
                 }
             };
             if resp.status().is_success() {
-                if let Some(repo) = ep_repo.as_deref() {
+                if let Some(repo) = ep_repo {
                     app.metrics.observe_repo(
                         repo,
                         started.elapsed().as_secs_f64(),

@@ -100,14 +100,7 @@ async fn client_disconnect_mid_upload() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = s
-        .send(
-            Method::PUT,
-            &with_query(&loc, &format!("digest={digest}")),
-            &[],
-            Vec::new(),
-        )
-        .await;
+    let r = s.finish_upload(&loc, &digest).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(s.blob("crash", &digest).await, data);
 }
@@ -177,14 +170,7 @@ async fn sigkill_mid_upload_keeps_acknowledged_and_hides_partial() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = s
-        .send(
-            Method::PUT,
-            &with_query(&loc, &format!("digest={digest}")),
-            &[],
-            Vec::new(),
-        )
-        .await;
+    let r = s.finish_upload(&loc, &digest).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let got = s
         .get(&format!("/v2/kill/app/blobs/{digest}"))

@@ -438,14 +438,7 @@ async fn uploads_survive_a_restart() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = s
-        .send(
-            Method::PUT,
-            &with_query(&loc, &format!("digest={digest}")),
-            &[],
-            Vec::new(),
-        )
-        .await;
+    let r = s.finish_upload(&loc, &digest).await;
     expect_status(r, StatusCode::CREATED).await;
     assert_eq!(s.blob("resume", &digest).await, data);
     let r = s.get("/v2/resume/manifests/kept").await;

@@ -279,6 +279,17 @@ impl Server {
         r.bytes().await.expect("body").to_vec()
     }
 
+    /// Completes an upload with an empty final PUT carrying the digest.
+    pub async fn finish_upload(&self, loc: &str, digest: &str) -> Response {
+        self.send(
+            Method::PUT,
+            &with_query(loc, &format!("digest={digest}")),
+            &[],
+            Vec::new(),
+        )
+        .await
+    }
+
     /// Pushes a manifest; returns the response.
     pub async fn put_manifest(
         &self,
