@@ -2,8 +2,9 @@
 //!
 //! A pass removes, when older than the grace delay, (1) a repository's blob
 //! links that no manifest of that repository references, and (2) content
-//! that no repository links. Manifests, tags, referrers and upload sessions
-//! are never touched here (retention owns manifests; expiry owns uploads).
+//! that no repository links. Manifests, tags and referrers are removed only
+//! by [`crate::retention`], which a pass applies first; upload sessions are
+//! expiry's.
 //!
 //! Correctness without a lock rests on one protocol, kept by both sides:
 //! - writers link first, then look at the content (and restore it if gone);
@@ -17,15 +18,19 @@
 //! Renames here need not be durable: after a power loss an object is either
 //! where it was or in `gc-trash/`, from which start-up puts it back.
 
+use crate::retention::{trash_key, Retention, RetentionReport};
 use crate::{keys, Registry, Result};
-use berth_oci::{manifest, Algorithm, Digest, RepoName};
+use berth_oci::{Algorithm, Digest, RepoName};
 use berth_storage::Durability;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 /// How a pass behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GcOptions {
+    /// Tag and manifest retention, applied first (`None`: manifests and
+    /// tags are left alone).
+    pub retention: Option<std::sync::Arc<Retention>>,
     /// Only what has been unreferenced for longer than this goes.
     pub delay: Duration,
     /// Report what would go, change nothing.
@@ -73,16 +78,9 @@ pub struct GcReport {
     pub bytes_reclaimed: u64,
     /// Candidates found in use again at the re-check and put back.
     pub restored: usize,
+    /// Tags and manifests retention removed (or, dry, would).
+    pub retention: RetentionReport,
 }
-
-/// Where a hidden object waits: its original key, `/` spelled `~` (no key
-/// component may contain `~`), so an interrupted pass can be undone.
-fn trash_key(trash: &str, original: &str) -> String {
-    format!("{trash}/{}", original.replace('/', "~"))
-}
-
-/// Most manifests whose references a process remembers between passes.
-const GC_REFS_MAX: usize = 1_000_000;
 
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
@@ -92,7 +90,7 @@ fn digest_of(alg: Algorithm, name: &str) -> Option<Digest> {
 
 impl Registry {
     /// The digests a repository holds links for: (`_layers` or `_manifests`).
-    async fn linked(&self, repo: &RepoName, kind: &str) -> Result<Vec<Digest>> {
+    pub(crate) async fn linked(&self, repo: &RepoName, kind: &str) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for alg in ALGORITHMS {
             let dir = format!("{}/{kind}/{}", keys::repo(repo), alg.as_str());
@@ -107,32 +105,11 @@ impl Registry {
     async fn referenced_by_manifests(&self, repo: &RepoName) -> Result<HashSet<Digest>> {
         let mut out = HashSet::new();
         for m in self.linked(repo, keys::MANIFESTS).await? {
-            // A manifest's references never change (its digest is its
-            // content): parse each once per process.
-            if let Some(refs) = self
-                .gc_refs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&m)
-            {
-                out.extend(refs.iter().cloned());
-                continue;
-            }
-            let Some(body) = self.store.get(&keys::blob(&m)).await? else {
-                continue;
-            };
-            match manifest::parse(&body, None) {
-                Ok(parsed) => {
-                    let refs: Vec<Digest> = parsed.blobs.into_iter().map(|d| d.digest).collect();
-                    out.extend(refs.iter().cloned());
-                    let mut cache = self.gc_refs.lock().unwrap_or_else(|p| p.into_inner());
-                    if cache.len() >= GC_REFS_MAX {
-                        cache.clear();
-                    }
-                    cache.insert(m, refs);
-                }
+            match self.refs(&m).await? {
+                Some(refs) => out.extend(refs.blobs.iter().cloned()),
+                None if self.store.stat(&keys::blob(&m)).await?.is_none() => {}
                 // Unreadable: keep every link of the repository rather than guess.
-                Err(_) => return Ok(self.linked(repo, keys::LAYERS).await?.into_iter().collect()),
+                None => return Ok(self.linked(repo, keys::LAYERS).await?.into_iter().collect()),
             }
         }
         Ok(out)
@@ -190,6 +167,30 @@ impl Registry {
         let mut report = GcReport::default();
         let repos: Vec<RepoName> = self.repositories().await?;
         report.repositories = repos.len();
+        let trash = format!("{}/{}", keys::GC_TRASH, uuid::Uuid::new_v4().simple());
+
+        // Retention first: what it unlinks is collected in this same pass.
+        if let Some(retention) = &opts.retention {
+            if let Err(e) = self.flush_pulls().await {
+                tracing::warn!(error = %e, "could not write pull times before retention");
+            }
+            let dry = opts.dry_run || retention.dry_run;
+            for repo in &repos {
+                pacer.tick().await;
+                let r = self.retain_repo(repo, retention, dry, &trash).await?;
+                report.retention.tags_removed.extend(r.tags_removed);
+                report
+                    .retention
+                    .manifests_removed
+                    .extend(r.manifests_removed);
+            }
+            progress(&format!(
+                "retention: {} tags and {} manifests {}",
+                report.retention.tags_removed.len(),
+                report.retention.manifests_removed.len(),
+                if dry { "would go" } else { "removed" }
+            ));
+        }
 
         // Mark: links nothing references, and everything linked.
         let mut link_candidates: BTreeMap<RepoName, Vec<Digest>> = BTreeMap::new();
@@ -241,11 +242,11 @@ impl Registry {
                 .collect();
             report.bytes_reclaimed = blob_candidates.iter().map(|(_, s)| s).sum();
             report.blobs_removed = blob_candidates.into_iter().map(|(d, _)| d).collect();
+            self.store.delete_prefix(&trash).await?;
             return Ok(report);
         }
 
         // Hide.
-        let trash = format!("{}/{}", keys::GC_TRASH, uuid::Uuid::new_v4().simple());
         let mut hidden_links = Vec::new();
         for (repo, digests) in &link_candidates {
             for d in digests {

@@ -4,11 +4,10 @@
 //! blobs/<alg>/<hex[0..2]>/<hex>                  content, shared by all repositories
 //! quarantine/<alg>/<hex>                         content scrub found corrupt (never served)
 //! gc-trash/<pass>/<n>                            what a GC pass has hidden, pending its re-check
-//! quarantine/<alg>/<hex>                         content scrub found corrupt (never served)
-//! gc-trash/<pass>/<n>                            what a GC pass has hidden, pending its re-check
 //! repositories/<name>/_layers/<alg>/<hex>        blob belongs to the repository (empty)
 //! repositories/<name>/_manifests/<alg>/<hex>     manifest belongs to it (holds its media type)
 //! repositories/<name>/_tags/<tag>                tag (holds the manifest digest)
+//! repositories/<name>/_pulls                    when each manifest was last pulled (JSON)
 //! repositories/<name>/_referrers/<alg>/<hex>/<alg>-<hex>
 //!                                                referrer of a subject (holds its descriptor)
 //! uploads/<id>                                   upload session (holds its repository)
@@ -25,6 +24,7 @@ pub const LAYERS: &str = "_layers";
 pub const MANIFESTS: &str = "_manifests";
 pub const TAGS: &str = "_tags";
 pub const REFERRERS: &str = "_referrers";
+pub const PULLS: &str = "_pulls";
 pub const UPLOADS: &str = "uploads";
 pub const API_KEYS: &str = "auth/apikeys";
 pub const SESSIONS: &str = "auth/sessions";
@@ -73,6 +73,10 @@ pub fn tags(r: &RepoName) -> String {
 
 pub fn tag(r: &RepoName, t: &Tag) -> String {
     format!("{REPOSITORIES}/{r}/{TAGS}/{t}")
+}
+
+pub fn pulls(r: &RepoName) -> String {
+    format!("{REPOSITORIES}/{r}/{PULLS}")
 }
 
 pub fn referrers(r: &RepoName, subject: &Digest) -> String {

@@ -12,6 +12,8 @@
 //! - [`accounts`]: where API key records live (their format is the server's).
 //! - [`scrub`]: re-hashing stored content and quarantining what is corrupt.
 //! - [`gc`]: online garbage collection (hide, re-check, delete; no lock).
+//! - [`retention`]: which tags and untagged manifests a repository keeps
+//!   (zot's policies), and the pull times they are judged by.
 //!
 //! This crate knows nothing of HTTP: it takes validated names and digests
 //! from `berth-oci`, byte streams for bodies, and answers with data or a
@@ -28,6 +30,7 @@ pub mod gc;
 pub mod keys;
 pub mod listing;
 pub mod manifests;
+pub mod retention;
 pub mod scrub;
 pub mod uploads;
 
@@ -81,6 +84,9 @@ pub enum CoreError {
 
 pub type Result<T> = std::result::Result<T, CoreError>;
 
+type PullTimes =
+    std::collections::HashMap<berth_oci::RepoName, std::collections::HashMap<Digest, u64>>;
+
 /// Tunables of the registry core.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -111,8 +117,10 @@ pub struct Registry {
     /// repository (never anything else): a delete cannot unlink a manifest
     /// that a concurrent push of the same bytes has just acknowledged.
     manifest_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
-    /// The blobs each manifest references, remembered by garbage collection.
-    gc_refs: Arc<std::sync::Mutex<std::collections::HashMap<Digest, Vec<Digest>>>>,
+    /// What each manifest references, remembered by garbage collection.
+    gc_refs: Arc<std::sync::Mutex<std::collections::HashMap<Digest, Arc<retention::Refs>>>>,
+    /// Pull times noted since they were last written, per repository.
+    pulls: Arc<std::sync::Mutex<PullTimes>>,
 }
 
 impl Registry {
@@ -124,6 +132,7 @@ impl Registry {
             catalog: Arc::default(),
             manifest_locks: Arc::new((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
             gc_refs: Arc::default(),
+            pulls: Arc::default(),
         }
     }
 

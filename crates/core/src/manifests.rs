@@ -84,13 +84,8 @@ impl Registry {
         self.store.put_if_absent(&blob_key, body.clone()).await?;
         let media_type = Bytes::from(m.media_type.clone());
         let link = keys::manifest_link(repo, &digest);
-        let created = self.store.put_if_absent(&link, media_type).await?;
+        let created = self.store.put_if_absent(&link, media_type.clone()).await?;
         self.note_repo(repo);
-        // Garbage collection hides content, then looks for links; so after
-        // linking, look at the content again and restore it if it went.
-        if self.store.stat(&blob_key).await?.is_none() {
-            self.store.put_if_absent(&blob_key, body).await?;
-        }
         for d in m.blobs.iter().filter(|d| d.must_exist()) {
             if self
                 .store
@@ -109,31 +104,66 @@ impl Registry {
                 self.link_blob(repo, &d.digest).await?;
             }
         }
+        // Retention hides an unreferenced manifest, then looks for indexes
+        // that use it: after linking this index, look at its children again.
+        for child in &m.manifests {
+            if self
+                .store
+                .stat(&keys::manifest_link(repo, &child.digest))
+                .await?
+                .is_none()
+            {
+                if created {
+                    self.store.delete(&link, Durability::Durable).await?;
+                }
+                return Err(CoreError::ManifestBlobUnknown(child.digest.clone()));
+            }
+        }
         let subject = m.subject.as_ref().map(|s| s.digest.clone());
-        if let Some(subject) = &subject {
-            let descriptor = Descriptor {
-                media_type: m.media_type.clone(),
-                digest: digest.clone(),
-                size,
-                artifact_type: m.artifact_type.clone(),
-                annotations: m.annotations.clone(),
-                urls: None,
-                platform: None,
-            };
-            let json = serde_json::to_vec(&descriptor)
-                .map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
+        let referrer_entry = match &subject {
+            Some(subject) => {
+                let descriptor = Descriptor {
+                    media_type: m.media_type.clone(),
+                    digest: digest.clone(),
+                    size,
+                    artifact_type: m.artifact_type.clone(),
+                    annotations: m.annotations.clone(),
+                    urls: None,
+                    platform: None,
+                };
+                let json = serde_json::to_vec(&descriptor)
+                    .map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
+                let key = keys::referrer(repo, subject, &digest);
+                self.store
+                    .put_if_absent(&key, Bytes::from(json.clone()))
+                    .await?;
+                Some((key, Bytes::from(json)))
+            }
+            None => None,
+        };
+        if let Reference::Tag(tag) = reference {
+            // Always written, even when unchanged: its time is the push
+            // time retention judges by, and it tells retention that the
+            // tag it decided to remove has been pushed again.
             self.store
-                .put_if_absent(&keys::referrer(repo, subject, &digest), Bytes::from(json))
+                .put(
+                    &keys::tag(repo, tag),
+                    Bytes::from(digest.to_string()),
+                    Durability::Durable,
+                )
                 .await?;
         }
-        if let Reference::Tag(tag) = reference {
-            let key = keys::tag(repo, tag);
-            let current = self.store.get(&key).await?;
-            if current.as_deref().and_then(parse_digest).as_ref() != Some(&digest) {
-                self.store
-                    .put(&key, Bytes::from(digest.to_string()), Durability::Durable)
-                    .await?;
+        // Garbage collection and retention hide, then look for links and
+        // tags; so after linking and tagging, look again and restore what
+        // went in between.
+        if self.store.stat(&link).await?.is_none() {
+            self.store.put_if_absent(&link, media_type).await?;
+            if let Some((key, json)) = referrer_entry {
+                self.store.put_if_absent(&key, json).await?;
             }
+        }
+        if self.store.stat(&blob_key).await?.is_none() {
+            self.store.put_if_absent(&blob_key, body).await?;
         }
         Ok(Pushed { digest, subject })
     }
@@ -187,6 +217,7 @@ impl Registry {
             tracing::error!(%digest, %repo, "stored manifest does not match its digest");
             return Err(CoreError::Corrupt(digest));
         }
+        self.note_pull(repo, &digest);
         Ok(StoredManifest {
             digest,
             media_type,

@@ -143,7 +143,9 @@ where
 fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
     let report = offline(config, "gc", |settings, registry| async move {
         let delay = settings.gc.unwrap_or_default().delay;
+        let retention_dry = settings.retention.dry_run;
         let opts = berth_core::gc::GcOptions {
+            retention: Some(settings.retention.clone()),
             delay,
             dry_run,
             pace: 1.0,
@@ -151,9 +153,10 @@ fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
         registry
             .gc(opts, |line| eprintln!("gc: {line}"))
             .await
+            .map(|r| (r, retention_dry))
             .map_err(|e| e.to_string())
     });
-    let r = match report {
+    let (r, retention_dry) = match report {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -167,15 +170,38 @@ fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
         r.bytes_reclaimed,
         r.restored
     );
+    let retention_verb = if dry_run || retention_dry {
+        "would remove"
+    } else {
+        "removed"
+    };
+    println!(
+        "retention: {retention_verb} {} tags and {} untagged manifests",
+        r.retention.tags_removed.len(),
+        r.retention.manifests_removed.len()
+    );
     const SHOWN: usize = 100;
+    for (repo, tag) in r.retention.tags_removed.iter().take(SHOWN) {
+        println!("tag {repo}:{tag}");
+    }
+    for (repo, d) in r.retention.manifests_removed.iter().take(SHOWN) {
+        println!("manifest {repo}@{d}");
+    }
     for (repo, d) in r.links_removed.iter().take(SHOWN) {
         println!("link {repo} {d}");
     }
     for d in r.blobs_removed.iter().take(SHOWN) {
         println!("blob {d}");
     }
-    let hidden =
-        r.links_removed.len().saturating_sub(SHOWN) + r.blobs_removed.len().saturating_sub(SHOWN);
+    let hidden = [
+        r.retention.tags_removed.len(),
+        r.retention.manifests_removed.len(),
+        r.links_removed.len(),
+        r.blobs_removed.len(),
+    ]
+    .iter()
+    .map(|n| n.saturating_sub(SHOWN))
+    .sum::<usize>();
     if hidden > 0 {
         println!("... and {hidden} more");
     }

@@ -29,6 +29,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Share of the time a background GC pass may work: the rest is left to
 /// pushes and pulls.
 const GC_PACE: f64 = 0.2;
+/// How often noted pull times are written to storage.
+const PULL_FLUSH_PERIOD: Duration = Duration::from_secs(30);
 /// How often abandoned uploads are looked for.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(600);
 
@@ -136,54 +138,35 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         }
     });
 
+    if let Err(e) = registry_for_reload.recover_gc_trash().await {
+        tracing::warn!(error = %e, "could not look for an interrupted garbage collection");
+    }
+    let (maintenance, plan) = tokio::sync::watch::channel(Maintenance::of(&app.settings));
+    let collector = Some(tokio::spawn(collect_garbage(
+        registry_for_reload.clone(),
+        app.metrics.clone(),
+        plan,
+    )));
+    let pulls = {
+        let registry = registry_for_reload.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PULL_FLUSH_PERIOD);
+            loop {
+                tick.tick().await;
+                if let Err(e) = registry.flush_pulls().await {
+                    tracing::warn!(error = %e, "could not write pull times");
+                }
+            }
+        })
+    };
     let watcher = app.settings.config_path.clone().map(|path| {
         tokio::spawn(watch_config(
             app.clone(),
             registry_for_reload.clone(),
             path,
             base_url.clone(),
+            maintenance,
         ))
-    });
-
-    if let Err(e) = registry_for_reload.recover_gc_trash().await {
-        tracing::warn!(error = %e, "could not look for an interrupted garbage collection");
-    }
-    let collector = app.settings.gc.filter(|g| !g.interval.is_zero()).map(|g| {
-        let (registry, metrics) = (registry_for_reload.clone(), app.metrics.clone());
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + g.interval, g.interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let started = std::time::Instant::now();
-                match registry
-                    .gc(
-                        berth_core::gc::GcOptions {
-                            delay: g.delay,
-                            dry_run: false,
-                            pace: GC_PACE,
-                        },
-                        |line| tracing::debug!(progress = line, "garbage collection"),
-                    )
-                    .await
-                {
-                    Ok(r) => {
-                        metrics.observe_gc(r.bytes_reclaimed, started.elapsed().as_secs_f64());
-                        if !r.blobs_removed.is_empty() || !r.links_removed.is_empty() {
-                            tracing::info!(
-                                blobs = r.blobs_removed.len(),
-                                links = r.links_removed.len(),
-                                bytes = r.bytes_reclaimed,
-                                restored = r.restored,
-                                "garbage collected"
-                            );
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-                }
-            }
-        })
     });
     let scrubber = app.settings.scrub_interval.map(|every| {
         let registry = registry_for_reload.clone();
@@ -269,8 +252,12 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     app.ready.store(false, Ordering::Relaxed);
     drop(listener);
     expiry.abort();
+    pulls.abort();
     for task in [watcher, scrubber, collector].into_iter().flatten() {
         task.abort();
+    }
+    if let Err(e) = registry_for_reload.flush_pulls().await {
+        tracing::warn!(error = %e, "could not write pull times");
     }
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -288,7 +275,93 @@ fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
 }
 
 /// Re-reads the configuration when its file changes or on SIGHUP.
-async fn watch_config(app: App, registry: Registry, path: std::path::PathBuf, base_url: String) {
+/// What the garbage collector runs with; a reload sends a new one.
+#[derive(Clone)]
+struct Maintenance {
+    gc: Option<crate::config::GcSettings>,
+    retention: Arc<berth_core::retention::Retention>,
+}
+
+impl Maintenance {
+    fn of(s: &Settings) -> Maintenance {
+        Maintenance {
+            gc: s.gc,
+            retention: s.retention.clone(),
+        }
+    }
+}
+
+/// Runs a GC pass (retention first) every `gcInterval`, with the settings
+/// in force at that moment; a reload restarts the wait.
+async fn collect_garbage(
+    registry: Registry,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut plan: tokio::sync::watch::Receiver<Maintenance>,
+) {
+    loop {
+        let m = plan.borrow_and_update().clone();
+        let Some(g) = m.gc.filter(|g| !g.interval.is_zero()) else {
+            if plan.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(g.interval) => {}
+            changed = plan.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        let started = std::time::Instant::now();
+        let opts = berth_core::gc::GcOptions {
+            retention: Some(m.retention.clone()),
+            delay: g.delay,
+            dry_run: false,
+            pace: GC_PACE,
+        };
+        match registry
+            .gc(opts, |line| {
+                tracing::debug!(progress = line, "garbage collection")
+            })
+            .await
+        {
+            Ok(r) => {
+                metrics.observe_gc(r.bytes_reclaimed, started.elapsed().as_secs_f64());
+                let (tags, manifests) = (
+                    r.retention.tags_removed.len(),
+                    r.retention.manifests_removed.len(),
+                );
+                if !r.blobs_removed.is_empty()
+                    || !r.links_removed.is_empty()
+                    || tags + manifests > 0
+                {
+                    tracing::info!(
+                        blobs = r.blobs_removed.len(),
+                        links = r.links_removed.len(),
+                        bytes = r.bytes_reclaimed,
+                        tags,
+                        manifests,
+                        retention_dry_run = m.retention.dry_run,
+                        restored = r.restored,
+                        "garbage collected"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+        }
+    }
+}
+
+async fn watch_config(
+    app: App,
+    registry: Registry,
+    path: std::path::PathBuf,
+    base_url: String,
+    maintenance: tokio::sync::watch::Sender<Maintenance>,
+) {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut last = file_stamp(&path);
     let mut tick = tokio::time::interval(CONFIG_POLL);
@@ -307,19 +380,27 @@ async fn watch_config(app: App, registry: Registry, path: std::path::PathBuf, ba
             continue;
         }
         last = now;
-        reload(&app, &registry, &path, &base_url).await;
+        if let Some(new) = reload(&app, &registry, &path, &base_url).await {
+            maintenance.send_replace(Maintenance::of(&new));
+        }
     }
 }
 
 /// Applies a new configuration's access control, authentication and their
 /// files, or keeps the running one if the new file does not validate.
 /// Requests in flight finish with the configuration they started with.
-async fn reload(app: &App, registry: &Registry, path: &std::path::Path, base_url: &str) {
+/// Returns the new settings when they were taken.
+async fn reload(
+    app: &App,
+    registry: &Registry,
+    path: &std::path::Path,
+    base_url: &str,
+) -> Option<Settings> {
     let new = match crate::config::settings_from(path) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
-            return;
+            return None;
         }
     };
     let old = &app.settings;
@@ -338,9 +419,11 @@ async fn reload(app: &App, registry: &Registry, path: &std::path::Path, base_url
             let auth = auth.carry_over(&app.auth());
             app.set_auth(auth);
             tracing::info!(path = %path.display(), "configuration reloaded");
+            Some(new)
         }
         Err(e) => {
-            tracing::error!(error = %e, "configuration reload refused; the running configuration stays")
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            None
         }
     }
 }

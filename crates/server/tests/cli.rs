@@ -29,13 +29,12 @@ fn version_and_verify() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    for feature in [
-        "http.auth",
-        "http.accessControl",
-        "extensions.sync",
-        "storage.retention",
-    ] {
-        assert!(text.contains(feature), "{feature} not reported in {text}");
+    assert!(
+        text.contains("not active in this build: extensions.sync"),
+        "{text}"
+    );
+    for active in ["http.auth", "http.accessControl", "storage.retention"] {
+        assert!(!text.contains(active), "{active} reported inactive: {text}");
     }
 
     let dir = tempfile::tempdir().unwrap();

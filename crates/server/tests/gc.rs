@@ -6,31 +6,10 @@ mod common;
 
 use common::*;
 use reqwest::{Method, StatusCode};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn run_gc(s: &Server, delay: &str, dry_run: bool) -> String {
-    let cfg = s.dir.path().join(format!("gc-{delay}.json"));
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"{{"storage":{{"rootDirectory":{:?},"gcDelay":"{delay}"}}}}"#,
-            s.root().display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-    c.arg("gc");
-    if dry_run {
-        c.arg("--dry-run");
-    }
-    let out = c.arg(&cfg).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    s.berth_gc(&format!(r#""gcDelay":"{delay}""#), dry_run)
 }
 
 #[tokio::test]

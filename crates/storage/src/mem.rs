@@ -109,7 +109,9 @@ impl Backend for MemBackend {
 
     async fn delete(&self, key: &str, _: Durability) -> Result<bool> {
         check_key(key, false)?;
-        Ok(self.lock().objects.remove(key).is_some())
+        let mut g = self.lock();
+        g.times.remove(key);
+        Ok(g.objects.remove(key).is_some())
     }
 
     async fn rename(&self, from: &str, to: &str, _: Durability) -> Result<()> {
@@ -118,6 +120,10 @@ impl Backend for MemBackend {
         let mut g = self.lock();
         let data = g.objects.remove(from).ok_or(StorageError::NotFound)?;
         g.objects.insert(to.to_owned(), data);
+        // A rename keeps the modification time, as on a file system.
+        if let Some(t) = g.times.remove(from) {
+            g.times.insert(to.to_owned(), t);
+        }
         Ok(())
     }
 

@@ -88,8 +88,11 @@ pub async fn run(store: &dyn Backend) {
     store.rename("r/one", "r2/two", Durable).await.unwrap();
     assert_eq!(store.get("r2/two").await.unwrap().unwrap(), "1");
     assert_eq!(store.get("r/one").await.unwrap(), None);
+    let before = store.modified("r2/two").await.unwrap().unwrap();
     store.rename("r2/two", "q/x/y", Durable).await.unwrap();
     assert_eq!(store.get("q/x/y").await.unwrap().unwrap(), "1");
+    // Retention tells a re-pushed tag from the one it decided on by this.
+    assert_eq!(store.modified("q/x/y").await.unwrap(), Some(before));
     assert!(matches!(
         store.rename("r/none", "r/z", Durable).await,
         Err(StorageError::NotFound)

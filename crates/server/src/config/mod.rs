@@ -12,6 +12,7 @@ pub mod types;
 
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 pub use types::Config;
 
 /// A configuration that cannot be used, with the key at fault.
@@ -143,6 +144,9 @@ pub struct Settings {
     /// Garbage collection: `storage.gc` (zot's default: on), the grace delay
     /// (`gcDelay`) and how often it runs (`gcInterval`, 0 = never by itself).
     pub gc: Option<GcSettings>,
+    /// `storage.retention` (applied by each GC pass; without it, untagged
+    /// manifests older than a day go, as in zot).
+    pub retention: Arc<berth_core::retention::Retention>,
     /// `extensions.scrub`: how often to re-hash stored content.
     pub scrub_interval: Option<std::time::Duration>,
     /// `log.audit`: the audit trail's file.
@@ -183,6 +187,7 @@ impl Settings {
             log_level: "info".into(),
             log_output: None,
             gc: Some(GcSettings::default()),
+            retention: Arc::default(),
             scrub_interval: None,
             audit_path: None,
             config_path: None,
@@ -271,6 +276,9 @@ impl Settings {
                     .gc_interval
                     .map_or(GcSettings::default().interval, |d| d.0),
             }),
+            retention: Arc::new(
+                retention(c.storage.retention.as_ref()).map_err(|(k, m)| err(&k, m))?,
+            ),
             scrub_interval: c
                 .extensions
                 .as_ref()
@@ -301,6 +309,60 @@ pub fn settings_from(path: &Path) -> Result<Settings, ConfigError> {
     let mut s = Settings::resolve(&parsed, &path.display().to_string())?;
     s.config_path = Some(path.to_owned());
     Ok(s)
+}
+
+/// `storage.retention`, checked: globs and regular expressions compile.
+fn retention(
+    r: Option<&types::Retention>,
+) -> Result<berth_core::retention::Retention, (String, String)> {
+    use berth_core::retention::{KeepRule, Policy, Retention};
+    let Some(r) = r else {
+        return Ok(Retention::default());
+    };
+    let rule = |k: &types::KeepRule, at: String| {
+        let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        KeepRule::new(
+            &k.patterns,
+            k.pulled_within.map(|d| d.0),
+            k.pushed_within.map(|d| d.0),
+            count(k.most_recently_pushed_count),
+            count(k.most_recently_pulled_count),
+        )
+        .map_err(|m| (at, m))
+    };
+    let mut policies = Vec::new();
+    for (i, p) in r.policies.iter().enumerate() {
+        let at = format!("storage.retention.policies[{i}]");
+        let globs = p
+            .repositories
+            .iter()
+            .map(|g| berth_auth::glob::Glob::new(g))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| (format!("{at}.repositories"), e.to_string()))?;
+        let keep_tags = p
+            .keep_tags
+            .iter()
+            .enumerate()
+            .map(|(j, k)| rule(k, format!("{at}.keeptags[{j}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let keep_untagged = p
+            .keep_untagged
+            .as_ref()
+            .map(|k| rule(k, format!("{at}.keepuntagged")))
+            .transpose()?;
+        policies.push(Policy {
+            repositories: Arc::new(move |name: &str| globs.iter().any(|g| g.matches(name))),
+            delete_referrers: p.delete_referrers,
+            delete_untagged: p.delete_untagged.unwrap_or(true),
+            keep_tags,
+            keep_untagged,
+        });
+    }
+    Ok(Retention {
+        dry_run: r.dry_run,
+        delay: r.delay.map_or(Retention::default().delay, |d| d.0),
+        policies,
+    })
 }
 
 /// The metrics path when metrics are enabled; zot's rules for the path.
@@ -340,7 +402,6 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
         }
     };
     let s = &c.storage;
-    note(s.retention.is_some(), "storage.retention");
     note(s.sub_paths.is_some(), "storage.subPaths");
     note(s.cache_driver.is_some(), "storage.cacheDriver");
     note(
@@ -348,11 +409,15 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
         "storage.dedupe=false (Berth always stores one copy per digest)",
     );
     let h = &c.http;
+    let auth = h.auth.as_ref();
     note(
-        h.auth.is_some(),
-        "http.auth (every registry request is refused until authentication is supported)",
+        auth.is_some_and(|a| a.ldap.is_some()),
+        "http.auth.ldap (LDAP users cannot log in)",
     );
-    note(h.access_control.is_some(), "http.accessControl");
+    note(
+        auth.is_some_and(|a| a.bearer.is_some()),
+        "http.auth.bearer (tokens of an external token service are not accepted)",
+    );
     note(h.ratelimit.is_some(), "http.ratelimit");
     note(h.allow_origin.is_some(), "http.allowOrigin");
     if let Some(e) = &c.extensions {

@@ -187,6 +187,30 @@ impl Server {
         c.wait().expect("wait")
     }
 
+    /// Runs `berth gc [--dry-run]` on this server's storage, with `storage`
+    /// keys spliced after `rootDirectory`; returns stdout (it must succeed).
+    pub fn berth_gc(&self, storage: &str, dry_run: bool) -> String {
+        let cfg = self.dir.path().join("gc.json");
+        let text = format!(
+            r#"{{"storage":{{"rootDirectory":{:?},{storage}}}}}"#,
+            self.root().display().to_string()
+        );
+        std::fs::write(&cfg, text).expect("write gc config");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("gc");
+        if dry_run {
+            c.arg("--dry-run");
+        }
+        let out = c.arg(&cfg).output().expect("run berth gc");
+        let stdout = String::from_utf8(out.stdout).expect("utf-8");
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// Starts the server again on the same storage (a new port).
     pub fn restart(&mut self) {
         self.kill();
