@@ -11,6 +11,7 @@
 //! - [`listing`]: tag lists and the catalog, with `n`/`last` pagination.
 //! - [`accounts`]: where API key records live (their format is the server's).
 //! - [`scrub`]: re-hashing stored content and quarantining what is corrupt.
+//! - [`sync`]: the pull-through cache and mirroring of upstream registries.
 //! - [`gc`]: online garbage collection (hide, re-check, delete; no lock).
 //! - [`retention`]: which tags and untagged manifests a repository keeps
 //!   (zot's policies), and the pull times they are judged by.
@@ -32,6 +33,7 @@ pub mod listing;
 pub mod manifests;
 pub mod retention;
 pub mod scrub;
+pub mod sync;
 pub mod uploads;
 
 use berth_oci::Digest;
@@ -75,6 +77,9 @@ pub enum CoreError {
     /// Stored content no longer matches its digest (found on read).
     #[error("stored content of {0} is corrupt")]
     Corrupt(Digest),
+    /// An upstream registry failed or sent bad data (pull-through).
+    #[error("upstream: {0}")]
+    Upstream(String),
     /// The client's request body failed while it was being read.
     #[error("request body: {0}")]
     Body(std::io::Error),
@@ -119,6 +124,9 @@ pub struct Registry {
     manifest_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// What each manifest references, remembered by garbage collection.
     gc_refs: Arc<std::sync::Mutex<std::collections::HashMap<Digest, Arc<retention::Refs>>>>,
+    /// The pull-through cache in force, if any (swapped on reload).
+    sync: Arc<std::sync::RwLock<Option<Arc<sync::Sync>>>>,
+    sync_stats: Arc<sync::SyncStats>,
     /// Pull times noted since they were last written, per repository.
     pulls: Arc<std::sync::Mutex<PullTimes>>,
 }
@@ -133,6 +141,8 @@ impl Registry {
             manifest_locks: Arc::new((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
             gc_refs: Arc::default(),
             pulls: Arc::default(),
+            sync: Arc::default(),
+            sync_stats: Arc::default(),
         }
     }
 

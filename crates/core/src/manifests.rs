@@ -40,6 +40,21 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Pushed> {
+        self.store_manifest(repo, reference, content_type, body, true)
+            .await
+    }
+
+    /// Stores a manifest. `strict`: the blobs and child manifests it
+    /// references must be in the repository (a push); a manifest cached
+    /// from upstream is stored without them, which arrive when asked for.
+    pub(crate) async fn store_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        strict: bool,
+    ) -> Result<Pushed> {
         let limit = self.options.max_manifest_size;
         if body.len() > limit {
             return Err(CoreError::ManifestTooLarge { limit });
@@ -63,11 +78,12 @@ impl Registry {
         let required = m
             .blobs
             .iter()
-            .filter(|d| d.must_exist())
+            .filter(|d| strict && d.must_exist())
             .map(|d| (keys::layer_link(repo, &d.digest), &d.digest))
             .chain(
                 m.manifests
                     .iter()
+                    .filter(|_| strict)
                     .map(|d| (keys::manifest_link(repo, &d.digest), &d.digest)),
             );
         for (link, digest) in required {
@@ -86,7 +102,7 @@ impl Registry {
         let link = keys::manifest_link(repo, &digest);
         let created = self.store.put_if_absent(&link, media_type.clone()).await?;
         self.note_repo(repo);
-        for d in m.blobs.iter().filter(|d| d.must_exist()) {
+        for d in m.blobs.iter().filter(|d| strict && d.must_exist()) {
             if self
                 .store
                 .stat(&keys::layer_link(repo, &d.digest))
@@ -106,7 +122,7 @@ impl Registry {
         }
         // Retention hides an unreferenced manifest, then looks for indexes
         // that use it: after linking this index, look at its children again.
-        for child in &m.manifests {
+        for child in m.manifests.iter().filter(|_| strict) {
             if self
                 .store
                 .stat(&keys::manifest_link(repo, &child.digest))

@@ -414,7 +414,7 @@ impl Registry {
     }
 
     async fn rehash(&self, id: &str, algorithm: Algorithm) -> Result<Digest> {
-        let mut stream = self.store.stage_read(id).await?;
+        let mut stream = self.store.stage_read(id, 0).await?;
         let mut h = algorithm.hasher();
         while let Some(chunk) = stream.next().await {
             h.update(&chunk.map_err(StorageError::Io)?);

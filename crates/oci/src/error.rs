@@ -24,6 +24,8 @@ pub enum ErrorCode {
     ManifestTooLarge,
     /// The method is not defined on this endpoint (status 405).
     MethodNotAllowed,
+    /// A pull-through upstream failed or sent bad data (status 502).
+    UpstreamFailed,
 }
 
 impl ErrorCode {
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::RangeInvalid => "BLOB_UPLOAD_INVALID",
             ErrorCode::ManifestTooLarge => "SIZE_INVALID",
             ErrorCode::MethodNotAllowed => "UNSUPPORTED",
+            ErrorCode::UpstreamFailed => "UNKNOWN",
         }
     }
 
@@ -70,6 +73,7 @@ impl ErrorCode {
             ErrorCode::ManifestTooLarge => 413,
             ErrorCode::RangeInvalid => 416,
             ErrorCode::TooManyRequests => 429,
+            ErrorCode::UpstreamFailed => 502,
         }
     }
 
@@ -95,6 +99,7 @@ impl ErrorCode {
             ErrorCode::RangeInvalid => "requested range does not fit the upload",
             ErrorCode::ManifestTooLarge => "manifest exceeds the size limit",
             ErrorCode::MethodNotAllowed => "method not allowed on this endpoint",
+            ErrorCode::UpstreamFailed => "the upstream registry failed",
         }
     }
 }

@@ -105,6 +105,7 @@ impl From<CoreError> for ApiError {
             C::Body(e) => {
                 ApiError::with_detail(E::BlobUploadInvalid, format!("request body failed: {e}"))
             }
+            C::Upstream(d) => ApiError::with_detail(E::UpstreamFailed, d),
             C::Storage(e) => ApiError::Internal(e.to_string()),
             C::Corrupt(d) => {
                 ApiError::Internal(format!("stored content of {d} is corrupt; run scrub"))

@@ -251,6 +251,10 @@ fn main() -> ExitCode {
         Command::Verify { config } => match settings_from(&config) {
             Ok(s) => {
                 println!("{}: valid", config.display());
+                // Files it names are read at start-up; say now if they fail.
+                if let Err(e) = berth_server::config::build_sync(&s) {
+                    println!("  warning: {e}");
+                }
                 for f in &s.inactive {
                     println!("  not active in this build: {f}");
                 }

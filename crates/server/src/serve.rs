@@ -98,6 +98,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         )
     })?;
     let registry = Registry::new(Arc::new(store), Options::default());
+    let sync = crate::config::build_sync(&settings)?;
     let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind((settings.address.as_str(), settings.port))
         .await
@@ -141,7 +142,12 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     if let Err(e) = registry_for_reload.recover_gc_trash().await {
         tracing::warn!(error = %e, "could not look for an interrupted garbage collection");
     }
-    let (maintenance, plan) = tokio::sync::watch::channel(Maintenance::of(&app.settings));
+    let (maintenance, plan) = tokio::sync::watch::channel(Maintenance::of(&app.settings, sync));
+    registry_for_reload.set_sync(plan.borrow().sync.clone());
+    let mirrors = Some(tokio::spawn(supervise_sync(
+        registry_for_reload.clone(),
+        maintenance.subscribe(),
+    )));
     let collector = Some(tokio::spawn(collect_garbage(
         registry_for_reload.clone(),
         app.metrics.clone(),
@@ -253,7 +259,10 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     drop(listener);
     expiry.abort();
     pulls.abort();
-    for task in [watcher, scrubber, collector].into_iter().flatten() {
+    for task in [watcher, scrubber, collector, mirrors]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     if let Err(e) = registry_for_reload.flush_pulls().await {
@@ -280,13 +289,55 @@ fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
 struct Maintenance {
     gc: Option<crate::config::GcSettings>,
     retention: Arc<berth_core::retention::Retention>,
+    sync: Option<Arc<berth_core::sync::Sync>>,
 }
 
 impl Maintenance {
-    fn of(s: &Settings) -> Maintenance {
+    fn of(s: &Settings, sync: Option<Arc<berth_core::sync::Sync>>) -> Maintenance {
         Maintenance {
             gc: s.gc,
             retention: s.retention.clone(),
+            sync,
+        }
+    }
+}
+
+/// Installs the sync extension in force and runs one mirroring loop per
+/// registry with a `pollInterval`; a reload replaces both.
+async fn supervise_sync(registry: Registry, mut plan: tokio::sync::watch::Receiver<Maintenance>) {
+    let mut loops: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    loop {
+        let sync = plan.borrow_and_update().sync.clone();
+        for l in loops.drain(..) {
+            l.abort();
+        }
+        registry.set_sync(sync.clone());
+        for i in 0..sync.as_ref().map_or(0, |s| s.registries.len()) {
+            let (registry, sync) = (registry.clone(), sync.clone());
+            let Some(sync) = sync else { break };
+            let Some(every) = sync.registries[i].poll_interval else {
+                continue;
+            };
+            loops.push(tokio::spawn(async move {
+                let reg = &sync.registries[i];
+                loop {
+                    match registry.mirror(reg).await {
+                        Ok(n) => tracing::info!(
+                            upstream = ?reg.upstream.urls(),
+                            copied = n,
+                            "mirroring pass done"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "mirroring pass failed"),
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            }));
+        }
+        if plan.changed().await.is_err() {
+            for l in loops.drain(..) {
+                l.abort();
+            }
+            return;
         }
     }
 }
@@ -380,8 +431,8 @@ async fn watch_config(
             continue;
         }
         last = now;
-        if let Some(new) = reload(&app, &registry, &path, &base_url).await {
-            maintenance.send_replace(Maintenance::of(&new));
+        if let Some((new, sync)) = reload(&app, &registry, &path, &base_url).await {
+            maintenance.send_replace(Maintenance::of(&new, sync));
         }
     }
 }
@@ -389,14 +440,18 @@ async fn watch_config(
 /// Applies a new configuration's access control, authentication and their
 /// files, or keeps the running one if the new file does not validate.
 /// Requests in flight finish with the configuration they started with.
-/// Returns the new settings when they were taken.
+/// Returns the new settings (and sync extension) when they were taken.
 async fn reload(
     app: &App,
     registry: &Registry,
     path: &std::path::Path,
     base_url: &str,
-) -> Option<Settings> {
-    let new = match crate::config::settings_from(path) {
+) -> Option<(Settings, Option<Arc<berth_core::sync::Sync>>)> {
+    let new = crate::config::settings_from(path).and_then(|s| {
+        let sync = crate::config::build_sync(&s)?;
+        Ok((s, sync))
+    });
+    let (new, sync) = match new {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
@@ -419,7 +474,7 @@ async fn reload(
             let auth = auth.carry_over(&app.auth());
             app.set_auth(auth);
             tracing::info!(path = %path.display(), "configuration reloaded");
-            Some(new)
+            Some((new, sync))
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays");

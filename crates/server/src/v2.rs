@@ -15,8 +15,10 @@ use axum::response::{IntoResponse, Response};
 use berth_auth::Action;
 use berth_auth::Identity;
 use berth_core::listing::Page;
+use berth_core::sync::{BlobSource, Want};
 use berth_core::uploads::Mount;
 use berth_core::ByteStream;
+use berth_core::CoreError;
 use berth_oci::digest::DigestError;
 use berth_oci::endpoint::{self, Method, Query};
 use berth_oci::manifest::OCI_INDEX;
@@ -187,6 +189,9 @@ async fn handle(
             reference,
             head,
         } => {
+            // Pull-through: fetch or revalidate first (a no-op for
+            // repositories no sync rule maps).
+            reg.sync_manifest(&repo, &reference).await?;
             let (digest, media_type, size, body) = if head {
                 let (digest, media_type) = reg.resolve_manifest(&repo, &reference).await?;
                 let size = reg.manifest_size(&digest).await?;
@@ -293,7 +298,6 @@ async fn get_blob(
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response> {
-    let size = app.registry.blob_size(repo, digest).await?;
     let range = if head {
         None
     } else {
@@ -301,6 +305,36 @@ async fn get_blob(
             .get(header::RANGE)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_range)
+    };
+    let size = match app.registry.blob_size(repo, digest).await {
+        Err(CoreError::BlobUnknown) => {
+            let want = match (head, range.is_some()) {
+                (true, _) => Want::Head,
+                (false, true) => Want::Whole,
+                (false, false) => Want::Stream,
+            };
+            match app.registry.sync_blob(repo, digest, want).await? {
+                None => return Err(CoreError::BlobUnknown.into()),
+                Some(BlobSource::Local) => app.registry.blob_size(repo, digest).await?,
+                Some(BlobSource::Size(size)) => {
+                    return Ok(blob_response(
+                        Body::empty(),
+                        StatusCode::OK,
+                        Some(size),
+                        digest,
+                    ))
+                }
+                Some(BlobSource::Arriving { size, body }) => {
+                    return Ok(blob_response(
+                        Body::from_stream(body),
+                        StatusCode::OK,
+                        size,
+                        digest,
+                    ))
+                }
+            }
+        }
+        other => other?,
     };
     let (status, start, end) = match range.map(|r| r.resolve(size)) {
         None => (StatusCode::OK, 0, size),
@@ -318,22 +352,31 @@ async fn get_blob(
     } else {
         Body::from_stream(app.registry.read_blob(digest, start, end).await?)
     };
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    set(h, header::CONTENT_TYPE, "application/octet-stream");
-    set(h, header::CONTENT_LENGTH, &(end - start).to_string());
-    set(h, CONTENT_DIGEST, digest.as_str());
-    set(h, header::ETAG, &format!("\"{digest}\""));
-    set(h, header::ACCEPT_RANGES, "bytes");
+    let mut resp = blob_response(body, status, Some(end - start), digest);
     if status == StatusCode::PARTIAL_CONTENT {
         set(
-            h,
+            resp.headers_mut(),
             header::CONTENT_RANGE,
             &format!("bytes {start}-{}/{size}", end - 1),
         );
     }
     Ok(resp)
+}
+
+/// A blob's response; without a length (a blob still arriving from an
+/// upstream that did not say), the body is chunked.
+fn blob_response(body: Body, status: StatusCode, length: Option<u64>, digest: &Digest) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    set(h, header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(n) = length {
+        set(h, header::CONTENT_LENGTH, &n.to_string());
+    }
+    set(h, CONTENT_DIGEST, digest.as_str());
+    set(h, header::ETAG, &format!("\"{digest}\""));
+    set(h, header::ACCEPT_RANGES, "bytes");
+    resp
 }
 
 async fn start_upload(

@@ -422,15 +422,19 @@ impl Backend for FsBackend {
         Ok(not_found_to_none(tokio::fs::metadata(&path).await)?.map(|m| m.len()))
     }
 
-    async fn stage_read(&self, id: &str) -> Result<ByteStream> {
+    async fn stage_read(&self, id: &str, start: u64) -> Result<ByteStream> {
         let path = self.stage_path(id)?;
         let (file, size) = blocking(move || {
             let f = File::open(&path)?;
             let len = f.metadata()?.len();
             Ok((f, len))
         })
-        .await?;
-        Ok(stream_file(file, 0, size))
+        .await
+        .map_err(|e| match e {
+            StorageError::Io(io) if io.kind() == io::ErrorKind::NotFound => StorageError::NotFound,
+            e => e,
+        })?;
+        Ok(stream_file(file, start.min(size), size))
     }
 
     async fn stage_commit(&self, id: &str, key: &str) -> Result<()> {

@@ -103,8 +103,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>>;
     /// Size of a staged upload, `None` if absent.
     async fn stage_size(&self, id: &str) -> Result<Option<u64>>;
-    /// Reads a staged upload from the start (to rebuild a hash after restart).
-    async fn stage_read(&self, id: &str) -> Result<ByteStream>;
+    /// Reads a staged upload from `start` to its current end (to rebuild a
+    /// hash after restart, or to serve a blob still arriving).
+    async fn stage_read(&self, id: &str, start: u64) -> Result<ByteStream>;
     /// Moves a staged upload into `key`, atomically and durably.
     async fn stage_commit(&self, id: &str, key: &str) -> Result<()>;
     /// Removes a staged upload, if present.

@@ -187,13 +187,16 @@ impl Backend for MemBackend {
         Ok(self.lock().stages.get(id).map(|(b, _)| b.len() as u64))
     }
 
-    async fn stage_read(&self, id: &str) -> Result<ByteStream> {
+    async fn stage_read(&self, id: &str, start: u64) -> Result<ByteStream> {
         check_id(id)?;
         let data = self
             .lock()
             .stages
             .get(id)
-            .map(|(b, _)| b.clone().freeze())
+            .map(|(b, _)| {
+                let start = usize::try_from(start).unwrap_or(usize::MAX).min(b.len());
+                Bytes::copy_from_slice(&b[start..])
+            })
             .ok_or(StorageError::NotFound)?;
         Ok(Box::pin(futures_util::stream::iter([Ok(data)])))
     }

@@ -148,14 +148,16 @@ pub async fn run(store: &dyn Backend) {
     let mut w = store.stage_writer("u1", 6).await.unwrap();
     w.write(Bytes::from_static(b"gh")).await.unwrap();
     assert_eq!(w.finish().await.unwrap(), 8);
-    let staged: Vec<Bytes> = store
-        .stage_read("u1")
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(staged.concat(), b"abcdefgh");
+    for (start, want) in [(0, &b"abcdefgh"[..]), (5, b"fgh"), (9, b"")] {
+        let staged: Vec<Bytes> = store
+            .stage_read("u1", start)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(staged.concat(), want, "from {start}");
+    }
     assert_eq!(store.stage_list().await.unwrap().len(), 1);
     store.stage_commit("u1", "blobs/x").await.unwrap();
     assert_eq!(store.get("blobs/x").await.unwrap().unwrap(), "abcdefgh");

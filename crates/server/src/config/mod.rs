@@ -147,6 +147,9 @@ pub struct Settings {
     /// `storage.retention` (applied by each GC pass; without it, untagged
     /// manifests older than a day go, as in zot).
     pub retention: Arc<berth_core::retention::Retention>,
+    /// `extensions.sync`, checked (patterns, URLs), if enabled; its files
+    /// (credentials, CA certificates) are read by [`build_sync`].
+    pub sync: Option<types::Sync>,
     /// `extensions.scrub`: how often to re-hash stored content.
     pub scrub_interval: Option<std::time::Duration>,
     /// `log.audit`: the audit trail's file.
@@ -188,6 +191,7 @@ impl Settings {
             log_output: None,
             gc: Some(GcSettings::default()),
             retention: Arc::default(),
+            sync: None,
             scrub_interval: None,
             audit_path: None,
             config_path: None,
@@ -279,6 +283,11 @@ impl Settings {
             retention: Arc::new(
                 retention(c.storage.retention.as_ref()).map_err(|(k, m)| err(&k, m))?,
             ),
+            sync: {
+                let s = c.extensions.as_ref().and_then(|e| e.sync.as_ref());
+                sync(s, false).map_err(|(k, m)| err(&k, m))?;
+                s.filter(|s| s.enable != Some(false)).cloned()
+            },
             scrub_interval: c
                 .extensions
                 .as_ref()
@@ -309,6 +318,146 @@ pub fn settings_from(path: &Path) -> Result<Settings, ConfigError> {
     let mut s = Settings::resolve(&parsed, &path.display().to_string())?;
     s.config_path = Some(path.to_owned());
     Ok(s)
+}
+
+/// The pull-through cache and mirroring a configuration asks for, with
+/// its credentials file and CA certificates read.
+pub fn build_sync(s: &Settings) -> Result<Option<Arc<berth_core::sync::Sync>>, ConfigError> {
+    sync(s.sync.as_ref(), true).map_err(|(key, message)| ConfigError::Key {
+        path: s
+            .config_path
+            .as_ref()
+            .map_or("embedded default".into(), |p| p.display().to_string()),
+        key,
+        message,
+    })
+}
+
+/// `extensions.sync`, checked; resolved with its files when `read_files`.
+fn sync(
+    s: Option<&types::Sync>,
+    read_files: bool,
+) -> Result<Option<Arc<berth_core::sync::Sync>>, (String, String)> {
+    use berth_core::sync::content::{ContentRule, TagFilter};
+    use berth_core::sync::upstream::Upstream;
+    use berth_core::sync::{Sync, SyncRegistry};
+    let Some(s) = s.filter(|s| s.enable != Some(false)) else {
+        return Ok(None);
+    };
+    let at = "extensions.sync";
+    let credentials = match &s.credentials_file {
+        Some(path) if read_files => {
+            read_sync_credentials(path).map_err(|m| (format!("{at}.credentialsfile"), m))?
+        }
+        _ => std::collections::HashMap::new(),
+    };
+    let mut registries = Vec::new();
+    for (i, r) in s.registries.iter().enumerate() {
+        let at = format!("{at}.registries[{i}]");
+        if r.urls.is_empty() {
+            return Err((format!("{at}.urls"), "at least one URL is needed".into()));
+        }
+        for u in &r.urls {
+            let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                && u.split_once("://")
+                    .is_some_and(|(_, rest)| !rest.is_empty());
+            if !ok {
+                return Err((format!("{at}.urls"), format!("{u:?} is not an http(s) URL")));
+            }
+        }
+        if !r.on_demand && r.poll_interval.is_none_or(|d| d.0.is_zero()) {
+            return Err((
+                format!("{at}.pollinterval"),
+                "a registry that is not onDemand needs a pollInterval".into(),
+            ));
+        }
+        let mut roots = Vec::new();
+        if let Some(dir) = r.cert_dir.as_ref().filter(|_| read_files) {
+            roots = read_cert_dir(dir).map_err(|m| (format!("{at}.certdir"), m))?;
+        }
+        let mut content = Vec::new();
+        for (j, c) in r.content.iter().enumerate() {
+            let at = format!("{at}.content[{j}]");
+            let tags = match &c.tags {
+                None => TagFilter::default(),
+                Some(t) => TagFilter::new(
+                    t.regex.as_deref(),
+                    t.exclude_regex.as_deref(),
+                    t.semver.unwrap_or(false),
+                )
+                .map_err(|m| (format!("{at}.tags"), m))?,
+            };
+            content.push(
+                ContentRule::new(&c.prefix, c.destination.as_deref(), c.strip_prefix, tags)
+                    .map_err(|m| (format!("{at}.prefix"), m))?,
+            );
+        }
+        if content.is_empty() {
+            // zot: no content rules means every repository.
+            content.push(
+                ContentRule::new("**", None, false, TagFilter::default())
+                    .map_err(|m| (format!("{at}.content"), m))?,
+            );
+        }
+        let upstream = Upstream::new(
+            &r.urls,
+            credentials.clone(),
+            r.tls_verify.unwrap_or(true),
+            roots,
+            u32::try_from(r.max_retries.unwrap_or(0).min(10)).unwrap_or(0),
+            r.retry_delay
+                .map_or(std::time::Duration::from_secs(1), |d| d.0),
+        )
+        .map_err(|m| (format!("{at}.urls"), m))?;
+        registries.push(SyncRegistry {
+            upstream: Arc::new(upstream),
+            on_demand: r.on_demand,
+            poll_interval: r.poll_interval.map(|d| d.0).filter(|d| !d.is_zero()),
+            content,
+            manifest_check_interval: r
+                .manifest_check_interval
+                .map_or(DEFAULT_MANIFEST_CHECK, |d| d.0),
+        });
+    }
+    Ok(Some(Arc::new(Sync::new(registries))))
+}
+
+/// How often a cached tag is checked upstream when the configuration
+/// does not say (`manifestCheckInterval`).
+const DEFAULT_MANIFEST_CHECK: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// zot's `credentialsFile`: `{"host:port": {"username": ..., "password": ...}}`.
+fn read_sync_credentials(
+    path: &str,
+) -> Result<std::collections::HashMap<String, (String, String)>, String> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        username: String,
+        password: String,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let map: std::collections::HashMap<String, Entry> =
+        serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    Ok(map
+        .into_iter()
+        .map(|(host, e)| (host, (e.username, e.password)))
+        .collect())
+}
+
+/// The CA certificates (`*.crt`) of a `certDir`.
+fn read_cert_dir(dir: &str) -> Result<Vec<reqwest::Certificate>, String> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{dir}: {e}"))?;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "crt") {
+            let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            out.push(cert);
+        }
+    }
+    Ok(out)
 }
 
 /// `storage.retention`, checked: globs and regular expressions compile.
@@ -421,7 +570,14 @@ pub fn inactive_features(c: &Config) -> Vec<String> {
     note(h.ratelimit.is_some(), "http.ratelimit");
     note(h.allow_origin.is_some(), "http.allowOrigin");
     if let Some(e) = &c.extensions {
-        note(e.sync.is_some(), "extensions.sync");
+        if let Some(s) = &e.sync {
+            for (i, r) in s.registries.iter().enumerate() {
+                note(
+                    r.only_signed == Some(true),
+                    &format!("extensions.sync.registries[{i}].onlySigned (images are synced signed or not)"),
+                );
+            }
+        }
         note(e.search.is_some(), "extensions.search");
         note(e.lint.is_some(), "extensions.lint");
         note(e.ui.is_some(), "extensions.ui");

@@ -2,6 +2,7 @@
 //! port with a fresh storage root and hands back a client for it.
 #![allow(dead_code)]
 
+pub mod gate;
 pub mod layout;
 
 use reqwest::{Client, Method, Response, StatusCode};

@@ -1,0 +1,418 @@
+//! The client of an upstream registry: its URLs tried in order, retries,
+//! Basic credentials, and docker's token flow (a 401 challenge answered by
+//! a token fetched from the realm and reused until it expires).
+//!
+//! It knows the distribution API's paths and nothing of local storage.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("not found upstream")]
+    NotFound,
+    #[error("upstream refused the credentials ({0})")]
+    Unauthorized(String),
+    #[error("upstream {0}")]
+    Failed(String),
+}
+
+/// Accept header for manifests: every kind Berth stores.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.artifact.manifest.v1+json";
+
+/// One upstream registry.
+pub struct Upstream {
+    client: reqwest::Client,
+    /// Base URLs (`scheme://host[:port]`), tried in order.
+    urls: Vec<String>,
+    /// `host[:port]` → (username, password), from `credentialsFile`.
+    credentials: HashMap<String, (String, String)>,
+    max_retries: u32,
+    retry_delay: Duration,
+    /// (base URL, scope) → token and when it stops being used.
+    tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+}
+
+/// Tokens are used until this long before they expire.
+const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("urls", &self.urls)
+            .finish()
+    }
+}
+
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// Docker Hub serves its API elsewhere than its name.
+fn api_base(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    match host_of(url) {
+        "docker.io" | "index.docker.io" => "https://registry-1.docker.io".to_owned(),
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether a base URL is Docker Hub (one-segment names are `library/`).
+pub fn is_docker_hub(url: &str) -> bool {
+    matches!(
+        host_of(url),
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    )
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer ...` challenge.
+fn parse_challenge(value: &str) -> Option<HashMap<String, String>> {
+    let rest = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    let mut out = HashMap::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let (key, after) = s.split_once('=')?;
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (val, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        out.insert(key, val.to_owned());
+        s = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(out)
+}
+
+impl Upstream {
+    pub fn new(
+        urls: &[String],
+        credentials: HashMap<String, (String, String)>,
+        tls_verify: bool,
+        extra_roots: Vec<reqwest::Certificate>,
+        max_retries: u32,
+        retry_delay: Duration,
+    ) -> Result<Upstream, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(!tls_verify);
+        for root in extra_roots {
+            builder = builder.add_root_certificate(root);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        Ok(Upstream {
+            client,
+            urls: urls.iter().map(|u| api_base(u)).collect(),
+            credentials,
+            max_retries,
+            retry_delay,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    fn basic_for(&self, base: &str) -> Option<&(String, String)> {
+        self.credentials.get(host_of(base))
+    }
+
+    fn cached_token(&self, base: &str, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .get(&(base.to_owned(), scope.to_owned()))
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(t, _)| t.clone())
+    }
+
+    /// Answers a Bearer challenge: fetches a token from its realm.
+    async fn fetch_token(
+        &self,
+        base: &str,
+        challenge: &HashMap<String, String>,
+        default_scope: &str,
+    ) -> Result<(String, String), UpstreamError> {
+        let realm = challenge
+            .get("realm")
+            .ok_or_else(|| UpstreamError::Failed("challenge without realm".into()))?;
+        if !realm.starts_with("https://") && !realm.starts_with("http://") {
+            return Err(UpstreamError::Failed(format!(
+                "token realm {realm:?} is not an http(s) URL"
+            )));
+        }
+        let scope = challenge
+            .get("scope")
+            .cloned()
+            .unwrap_or_else(|| default_scope.to_owned());
+        let mut query = vec![("scope", scope.clone())];
+        if let Some(service) = challenge.get("service") {
+            query.push(("service", service.clone()));
+        }
+        let mut req = self.client.get(realm).query(&query);
+        if let Some((user, pass)) = self.basic_for(base) {
+            req = req.basic_auth(user, Some(pass));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Failed(format!("token request: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(UpstreamError::Unauthorized(format!(
+                "token service answered {}",
+                resp.status()
+            )));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::Failed(format!("token response: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| UpstreamError::Failed("token response is not JSON".into()))?;
+        let token = v
+            .get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| UpstreamError::Failed("token response has no token".into()))?
+            .to_owned();
+        // The distribution spec's default lifetime is 60 s.
+        let lifetime =
+            Duration::from_secs(v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(60));
+        let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((base.to_owned(), scope.clone()), (token.clone(), until));
+        Ok((token, scope))
+    }
+
+    /// One request to one base URL, answering an auth challenge once.
+    async fn once(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        accept: Option<&str>,
+        scope: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let url = format!("{base}{path}");
+        let mut token = self.cached_token(base, scope);
+        let mut challenged = false;
+        loop {
+            let mut req = self.client.request(method.clone(), &url);
+            if let Some(a) = accept {
+                req = req.header(reqwest::header::ACCEPT, a);
+            }
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            } else if let Some((user, pass)) = self.basic_for(base) {
+                req = req.basic_auth(user, Some(pass));
+            }
+            let resp = req.send().await.map_err(|e| {
+                UpstreamError::Failed(format!("{method} {url}: {}", error_chain(&e)))
+            })?;
+            if resp.status() != reqwest::StatusCode::UNAUTHORIZED || challenged {
+                return Ok(resp);
+            }
+            challenged = true;
+            let challenge = resp
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_challenge);
+            match challenge {
+                Some(c) => token = Some(self.fetch_token(base, &c, scope).await?.0),
+                // A Basic challenge: the credentials were sent (or there are none).
+                None => return Ok(resp),
+            }
+        }
+    }
+
+    /// A request to the first URL that answers, with retries; 404 from
+    /// every URL is `NotFound`.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        repo: &str,
+        tail: &str,
+        accept: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let path = format!("/v2/{repo}/{tail}");
+        let scope = format!("repository:{repo}:pull");
+        self.send(method, &path, accept, &scope).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        accept: Option<&str>,
+        scope: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let mut last = UpstreamError::Failed("no upstream URL configured".into());
+        let mut not_found = false;
+        for base in &self.urls {
+            for attempt in 0..=self.max_retries {
+                if attempt > 0 {
+                    tokio::time::sleep(self.retry_delay).await;
+                }
+                match self.once(base, method.clone(), path, accept, scope).await {
+                    Ok(resp) if resp.status().is_success() => return Ok(resp),
+                    Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
+                        not_found = true;
+                        break;
+                    }
+                    Ok(resp)
+                        if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                            || resp.status() == reqwest::StatusCode::FORBIDDEN =>
+                    {
+                        last = UpstreamError::Unauthorized(format!(
+                            "{base} answered {}",
+                            resp.status()
+                        ));
+                        break;
+                    }
+                    Ok(resp) => {
+                        last = UpstreamError::Failed(format!(
+                            "{base}{path} answered {}",
+                            resp.status()
+                        ));
+                        if resp.status().is_client_error() {
+                            break;
+                        }
+                    }
+                    Err(e @ UpstreamError::Unauthorized(_)) => {
+                        last = e;
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+        }
+        Err(if not_found {
+            UpstreamError::NotFound
+        } else {
+            last
+        })
+    }
+
+    /// The upstream catalog (all pages).
+    pub async fn catalog(&self) -> Result<Vec<String>, UpstreamError> {
+        self.pages("/v2/_catalog?n=1000", "registry:catalog:*", "repositories")
+            .await
+    }
+
+    /// The tags of an upstream repository (all pages).
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>, UpstreamError> {
+        let scope = format!("repository:{repo}:pull");
+        self.pages(&format!("/v2/{repo}/tags/list?n=1000"), &scope, "tags")
+            .await
+    }
+
+    /// A paginated list: `field` of each page, following `Link` headers.
+    async fn pages(
+        &self,
+        first: &str,
+        scope: &str,
+        field: &str,
+    ) -> Result<Vec<String>, UpstreamError> {
+        let mut out = Vec::new();
+        let mut path = first.to_owned();
+        for _ in 0..10_000 {
+            let resp = self.send(reqwest::Method::GET, &path, None, scope).await?;
+            let next = next_link(&resp);
+            let v: serde_json::Value = read_json(resp).await?;
+            out.extend(
+                v.get(field)
+                    .and_then(|r| r.as_array())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str().map(str::to_owned)),
+            );
+            match next {
+                Some(n) => path = n,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, UpstreamError> {
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+    serde_json::from_slice(&body).map_err(|_| UpstreamError::Failed("answer is not JSON".into()))
+}
+
+/// The path of a `Link: <...>; rel="next"` header.
+fn next_link(resp: &reqwest::Response) -> Option<String> {
+    let v = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
+    let start = v.find('<')? + 1;
+    let end = v[start..].find('>')? + start;
+    let target = &v[start..end];
+    let path = match target.split_once("://") {
+        Some((_, rest)) => &rest[rest.find('/')?..],
+        None => target,
+    };
+    path.starts_with("/v2/").then(|| path.to_owned())
+}
+
+/// An error with its sources, for logs (reqwest's top line says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+        )
+        .unwrap();
+        assert_eq!(c["realm"], "https://auth.docker.io/token");
+        assert_eq!(c["service"], "registry.docker.io");
+        assert_eq!(c["scope"], "repository:library/alpine:pull");
+        assert!(parse_challenge(r#"Basic realm="x""#).is_none());
+        assert!(parse_challenge("Bearer realm=\"unterminated").is_none());
+    }
+
+    #[test]
+    fn docker_hub_is_recognised() {
+        assert_eq!(
+            api_base("https://docker.io"),
+            "https://registry-1.docker.io"
+        );
+        assert_eq!(api_base("http://127.0.0.1:5000/"), "http://127.0.0.1:5000");
+        assert!(is_docker_hub("https://index.docker.io"));
+        assert!(!is_docker_hub("https://ghcr.io"));
+        assert_eq!(host_of("http://127.0.0.1:5000/x"), "127.0.0.1:5000");
+    }
+}
