@@ -80,6 +80,9 @@ pub struct GcReport {
     pub restored: usize,
     /// Tags and manifests retention removed (or, dry, would).
     pub retention: RetentionReport,
+    /// Bytes of content each repository links (at the mark), counting
+    /// content shared with other repositories in each.
+    pub repo_bytes: Vec<(String, u64)>,
 }
 
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
@@ -113,6 +116,28 @@ impl Registry {
             }
         }
         Ok(out)
+    }
+
+    /// The size of stored content, remembered (a digest's size never
+    /// changes); 0 if it is gone.
+    async fn size_of(&self, d: &Digest) -> Result<u64> {
+        if let Some(n) = self
+            .blob_sizes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+        {
+            return Ok(*n);
+        }
+        let Some(n) = self.store.stat(&keys::blob(d)).await? else {
+            return Ok(0);
+        };
+        let mut sizes = self.blob_sizes.lock().unwrap_or_else(|p| p.into_inner());
+        if sizes.len() >= 4_000_000 {
+            sizes.clear();
+        }
+        sizes.insert(d.clone(), n);
+        Ok(n)
     }
 
     /// Every repository, parsed.
@@ -197,7 +222,14 @@ impl Registry {
         let mut in_use: HashSet<Digest> = HashSet::new();
         for (i, repo) in repos.iter().enumerate() {
             let referenced = self.referenced_by_manifests(repo).await?;
-            for d in self.linked(repo, keys::LAYERS).await? {
+            let layers = self.linked(repo, keys::LAYERS).await?;
+            let manifests = self.linked(repo, keys::MANIFESTS).await?;
+            let mut bytes = 0;
+            for d in layers.iter().chain(&manifests) {
+                bytes += self.size_of(d).await?;
+            }
+            report.repo_bytes.push((repo.to_string(), bytes));
+            for d in layers {
                 if !referenced.contains(&d)
                     && self.older_than(&keys::layer_link(repo, &d), cutoff).await?
                 {
@@ -206,7 +238,7 @@ impl Registry {
                     in_use.insert(d);
                 }
             }
-            in_use.extend(self.linked(repo, keys::MANIFESTS).await?);
+            in_use.extend(manifests);
             pacer.tick().await;
             if i % 100 == 99 {
                 progress(&format!("marked {} of {} repositories", i + 1, repos.len()));

@@ -127,6 +127,8 @@ pub struct Registry {
     /// The pull-through cache in force, if any (swapped on reload).
     sync: Arc<std::sync::RwLock<Option<Arc<sync::Sync>>>>,
     sync_stats: Arc<sync::SyncStats>,
+    /// Sizes of content, remembered by garbage collection.
+    blob_sizes: Arc<std::sync::Mutex<std::collections::HashMap<Digest, u64>>>,
     /// Pull times noted since they were last written, per repository.
     pulls: Arc<std::sync::Mutex<PullTimes>>,
 }
@@ -143,6 +145,7 @@ impl Registry {
             pulls: Arc::default(),
             sync: Arc::default(),
             sync_stats: Arc::default(),
+            blob_sizes: Arc::default(),
         }
     }
 
@@ -156,6 +159,11 @@ impl Registry {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (repo.as_str(), digest.as_str()).hash(&mut h);
         &self.manifest_locks[(h.finish() % self.manifest_locks.len() as u64) as usize]
+    }
+
+    /// Upload sessions this process is serving now.
+    pub fn uploads_in_progress(&self) -> usize {
+        self.sessions.live()
     }
 
     pub fn options(&self) -> &Options {

@@ -48,6 +48,11 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// Upload sessions this process is serving now.
+    pub fn live(&self) -> usize {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     fn get(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
         self.live
             .lock()

@@ -126,7 +126,18 @@ async fn log_request(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let resp = next.run(req).await;
+    let req = req.map(|b| {
+        axum::body::Body::new(crate::metrics::Counted::new(
+            b,
+            app.metrics.bytes_in.clone(),
+        ))
+    });
+    let resp = next.run(req).await.map(|b| {
+        axum::body::Body::new(crate::metrics::Counted::new(
+            b,
+            app.metrics.bytes_out.clone(),
+        ))
+    });
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     app.metrics.observe(&method, status, elapsed.as_secs_f64());

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -40,6 +41,61 @@ pub struct Metrics {
     gc_runs: Counter,
     gc_bytes: Counter,
     gc_seconds: Histogram,
+    repo_bytes: Family<RepoLabels, Gauge>,
+    /// Body bytes received and sent (counted as they stream).
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    uploads_live: Gauge,
+    sync_hits: Counter,
+    sync_misses: Counter,
+    sync_errors: Counter,
+    sync_mirrored: Counter,
+}
+
+/// A body that adds the bytes passing through to a counter.
+pub struct Counted {
+    inner: axum::body::Body,
+    counter: Counter,
+}
+
+impl Counted {
+    pub fn new(inner: axum::body::Body, counter: Counter) -> Counted {
+        Counted { inner, counter }
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.counter.inc_by(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Raises a counter to a total kept elsewhere (counters only go up).
+fn catch_up(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
 }
 
 fn method_label(m: &http::Method) -> String {
@@ -124,6 +180,54 @@ impl Metrics {
             "Requests refused for bad or missing credentials",
             auth_failures.clone(),
         );
+        let repo_bytes = Family::<RepoLabels, Gauge>::default();
+        registry.register(
+            "zot_repo_storage_bytes",
+            "Bytes of content each repository links (at the last GC pass)",
+            repo_bytes.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register(
+            "berth_http_request_body_bytes",
+            "Request body bytes received",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "berth_http_response_body_bytes",
+            "Response body bytes sent",
+            bytes_out.clone(),
+        );
+        let uploads_live = Gauge::default();
+        registry.register(
+            "berth_uploads_in_progress",
+            "Blob upload sessions being served",
+            uploads_live.clone(),
+        );
+        let sync_hits = Counter::default();
+        registry.register(
+            "berth_sync_hits",
+            "Pull-through requests answered from the cache",
+            sync_hits.clone(),
+        );
+        let sync_misses = Counter::default();
+        registry.register(
+            "berth_sync_misses",
+            "Pull-through requests that fetched from upstream",
+            sync_misses.clone(),
+        );
+        let sync_errors = Counter::default();
+        registry.register(
+            "berth_sync_upstream_errors",
+            "Upstream requests that failed or brought bad data",
+            sync_errors.clone(),
+        );
+        let sync_mirrored = Counter::default();
+        registry.register(
+            "berth_sync_mirrored_images",
+            "Images copied by mirroring",
+            sync_mirrored.clone(),
+        );
         let info = Info::new(vec![
             ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
             (
@@ -144,6 +248,14 @@ impl Metrics {
             gc_runs,
             gc_bytes,
             gc_seconds,
+            repo_bytes,
+            bytes_in,
+            bytes_out,
+            uploads_live,
+            sync_hits,
+            sync_misses,
+            sync_errors,
+            sync_mirrored,
         }
     }
 
@@ -178,14 +290,31 @@ impl Metrics {
         }
     }
 
-    /// Records a garbage collection pass.
-    pub fn observe_gc(&self, bytes: u64, seconds: f64) {
+    /// Records a garbage collection pass, and the storage of each
+    /// repository it measured (repositories that went lose their series).
+    pub fn observe_gc(&self, r: &berth_core::gc::GcReport, seconds: f64) {
         self.gc_runs.inc();
-        self.gc_bytes.inc_by(bytes);
+        self.gc_bytes.inc_by(r.bytes_reclaimed);
         self.gc_seconds.observe(seconds);
+        self.repo_bytes.clear();
+        for (repo, bytes) in &r.repo_bytes {
+            self.repo_bytes
+                .get_or_create(&RepoLabels { repo: repo.clone() })
+                .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
+        }
     }
 
-    pub fn render(&self) -> String {
+    /// The text exposition, with the figures kept by the registry core
+    /// brought up to date first.
+    pub fn render(&self, registry: &berth_core::Registry) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.uploads_live
+            .set(i64::try_from(registry.uploads_in_progress()).unwrap_or(i64::MAX));
+        let s = registry.sync_stats();
+        catch_up(&self.sync_hits, s.hits.load(Relaxed));
+        catch_up(&self.sync_misses, s.misses.load(Relaxed));
+        catch_up(&self.sync_errors, s.upstream_errors.load(Relaxed));
+        catch_up(&self.sync_mirrored, s.mirrored.load(Relaxed));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -211,7 +340,7 @@ pub async fn serve(State(app): State<App>, req: Request) -> Response {
         };
         return e.into_response();
     }
-    let mut r = (http::StatusCode::OK, app.metrics.render()).into_response();
+    let mut r = (http::StatusCode::OK, app.metrics.render(&app.registry)).into_response();
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(

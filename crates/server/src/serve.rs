@@ -380,7 +380,7 @@ async fn collect_garbage(
             .await
         {
             Ok(r) => {
-                metrics.observe_gc(r.bytes_reclaimed, started.elapsed().as_secs_f64());
+                metrics.observe_gc(&r, started.elapsed().as_secs_f64());
                 let (tags, manifests) = (
                     r.retention.tags_removed.len(),
                     r.retention.manifests_removed.len(),

@@ -37,9 +37,20 @@ async fn query(base: &str, q: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn prometheus_scrapes_berth() {
-    let s = Server::start_with(
-        r#","extensions":{"metrics":{"enable":true,"prometheus":{"path":"/metrics"}}}"#,
-    );
+    // A pull-through upstream, for the sync counters.
+    let up = Server::start();
+    up.push_image("up/app", "v1", 9, 1).await;
+    let s = Server::start_with(&format!(
+        r#","storage":{{"rootDirectory":@ROOT@,"gcInterval":"1s"}},"extensions":{{"metrics":{{"enable":true,"prometheus":{{"path":"/metrics"}}}},
+        "sync":{{"registries":[{{"urls":["{}"],"onDemand":true,"content":[{{"prefix":"up/**"}}]}}]}}}}"#,
+        up.base
+    ));
+    for _ in 0..2 {
+        assert_eq!(
+            s.get("/v2/up/app/manifests/v1").await.status(),
+            StatusCode::OK
+        );
+    }
     let (_, digest) = s.push_image("metrics/app", "v1", 1, 1).await;
     for _ in 0..3 {
         assert_eq!(
@@ -103,6 +114,25 @@ async fn prometheus_scrapes_berth() {
             >= 3.0
     );
     assert!(query(&base, r#"up{job="berth"}"#).await == Some(1.0));
+    for (series, least) in [
+        ("berth_sync_misses_total", 1.0),
+        ("berth_sync_hits_total", 1.0),
+        ("berth_sync_upstream_errors_total", 0.0),
+        ("berth_http_response_body_bytes_total", 1000.0),
+        ("berth_http_request_body_bytes_total", 1000.0),
+        ("berth_uploads_in_progress", 0.0),
+        ("berth_gc_runs_total", 1.0),
+        (r#"zot_repo_storage_bytes{repo="metrics/app"}"#, 1000.0),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match query(&base, series).await {
+                Some(v) if v >= least => break,
+                other => assert!(Instant::now() < deadline, "{series}: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
     // Names from failed requests never become labels.
     assert_eq!(
         query(
