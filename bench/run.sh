@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 TRIALS=${TRIALS:-3}
-# SECTIONS: any of compare (vs distribution and nginx), auth, gc.
-SECTIONS=${SECTIONS:-compare,auth,gc}
+# SECTIONS: any of compare (vs distribution and nginx), auth, gc, proxy
+# (pull-through: Berth's sync vs distribution's proxy mode).
+SECTIONS=${SECTIONS:-compare,auth,gc,proxy}
 want() { [[ ",$SECTIONS," == *",$1,"* ]]; }
 
 need=()
@@ -40,15 +41,20 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 TICK=$(getconf CLK_TCK)
 
-# start_registry NAME DATADIR -> sets PID and URL
+# start_registry NAME DATADIR [UPSTREAM] -> sets PID and URL; with an
+# upstream URL, a pull-through cache of it (Berth's sync, distribution's proxy).
 start_registry() {
-  local name=$1 data=$2 port t0
+  local name=$1 data=$2 upstream=${3:-} port t0 ext="" proxy=""
   port=$(free_port)
   t0=$(date +%s%N)
   mkdir -p "$data"
+  if [ -n "$upstream" ]; then
+    ext=$(printf ',"extensions":{"sync":{"registries":[{"urls":["%s"],"onDemand":true,"content":[{"prefix":"**"}]}]}}' "$upstream")
+    proxy="proxy: { remoteurl: $upstream }"
+  fi
   if [ "$name" = berth ]; then
-    printf '{"storage":{"rootDirectory":"%s"},"http":{"address":"127.0.0.1","port":"%s"},"log":{"level":"warn","output":"%s/berth.log"}}' \
-      "$data" "$port" "$W" > "$W/berth.json"
+    printf '{"storage":{"rootDirectory":"%s"},"http":{"address":"127.0.0.1","port":"%s"},"log":{"level":"warn","output":"%s/berth.log"}%s}' \
+      "$data" "$port" "$W" "$ext" > "$W/berth.json"
     "$BERTH" serve "$W/berth.json" > /dev/null &
   else
     cat > "$W/dist.yml" <<YML
@@ -56,6 +62,7 @@ version: 0.1
 log: { level: error, accesslog: { disabled: true } }
 storage: { filesystem: { rootdirectory: $data }, delete: { enabled: true } }
 http: { addr: 127.0.0.1:$port }
+$proxy
 YML
     docker-registry serve "$W/dist.yml" > "$W/dist.log" 2>&1 &
   fi
@@ -75,12 +82,15 @@ upload_url() { # base repo -> upload Location (absolute)
 with_digest() { case "$1" in *\?*) echo "$1&digest=$2" ;; *) echo "$1?digest=$2" ;; esac; }
 
 declare -A R
-if want compare; then
-echo "generating a ${SIZE_MIB} MiB blob..." >&2
-head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$W/big"
-DIGEST="sha256:$(openssl dgst -sha256 -r "$W/big" | cut -d' ' -f1)"
-mkdir -p "$W/pieces" && (cd "$W/pieces" && split -b 64M -d -a 3 ../big piece.)
 BYTES=$((SIZE_MIB * 1024 * 1024))
+make_big() {
+  echo "generating a ${SIZE_MIB} MiB blob..." >&2
+  head -c "$BYTES" /dev/urandom > "$W/big"
+  DIGEST="sha256:$(openssl dgst -sha256 -r "$W/big" | cut -d' ' -f1)"
+}
+if want compare; then
+make_big
+mkdir -p "$W/pieces" && (cd "$W/pieces" && split -b 64M -d -a 3 ../big piece.)
 
 for reg in berth dist; do
   echo "== $reg ==" >&2
@@ -233,6 +243,57 @@ R[gc.push.busy]=$(printf '%s\n' "${busy[@]}" | median)
 R[gc.passes]=$(grep -c "garbage collected" "$W/gc-busy.log" || true)
 fi
 
+# Pull-through: an image with the big layer on a plain distribution
+# (the upstream), pulled directly, through Berth and through distribution's
+# proxy (each cold with an empty cache, then warm), and from a Berth it
+# was pushed to (the plain local pull).
+if want proxy; then
+[ -f "$W/big" ] || make_big
+OCI_M=application/vnd.oci.image.manifest.v1+json
+printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}' > "$W/config.json"
+CDIGEST="sha256:$(openssl dgst -sha256 -r "$W/config.json" | cut -d' ' -f1)"
+printf '{"schemaVersion":2,"mediaType":"%s","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' \
+  "$OCI_M" "$CDIGEST" "$(stat -c %s "$W/config.json")" "$DIGEST" "$BYTES" > "$W/manifest.json"
+push_image() { # base
+  local f d code
+  for f in config big; do
+    d=$([ $f = big ] && echo "$DIGEST" || echo "$CDIGEST")
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Expect:' -H 'Content-Type: application/octet-stream' -T "$W/$([ $f = big ] && echo big || echo config.json)" "$(with_digest "$(upload_url "$1" big/app)" "$d")")
+    [ "$code" = 201 ] || { echo "push of $f to $1 failed: $code" >&2; exit 1; }
+  done
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Content-Type: $OCI_M" --data-binary @"$W/manifest.json" "$1/v2/big/app/manifests/v1")
+  [ "$code" = 201 ] || { echo "manifest push to $1 failed: $code" >&2; exit 1; }
+}
+pull_image() { # base -> seconds for manifest, config and layer, in a client's order
+  local t0; t0=$(date +%s.%N)
+  curl -sf -o /dev/null -H "Accept: $OCI_M" "$1/v2/big/app/manifests/v1" || { echo "pull of manifest from $1 failed" >&2; exit 1; }
+  curl -sf -o /dev/null "$1/v2/big/app/blobs/$CDIGEST" || { echo "pull of config from $1 failed" >&2; exit 1; }
+  curl -sf -o /dev/null "$1/v2/big/app/blobs/$DIGEST" || { echo "pull of layer from $1 failed" >&2; exit 1; }
+  echo "$(date +%s.%N) - $t0" | bc
+}
+echo "== pull-through ==" >&2
+start_registry dist "$W/upstream"; UP_PID=$PID; UP=$URL
+push_image "$UP"
+direct=(); plain=()
+start_registry berth "$W/plain"; push_image "$URL"
+for t in $(seq "$TRIALS"); do direct+=("$(pull_image "$UP")"); plain+=("$(pull_image "$URL")"); done
+stop_registry; rm -rf "$W/plain"
+R[px.direct]=$(printf '%s\n' "${direct[@]}" | median)
+R[px.plain]=$(printf '%s\n' "${plain[@]}" | median)
+for reg in berth dist; do
+  cold=(); warm=()
+  for t in $(seq "$TRIALS"); do
+    sync; sleep 1
+    start_registry "$reg" "$W/px-$reg" "$UP"
+    cold+=("$(pull_image "$URL")"); warm+=("$(pull_image "$URL")")
+    stop_registry; rm -rf "$W/px-$reg"
+  done
+  R[px.$reg.cold]=$(printf '%s\n' "${cold[@]}" | median)
+  R[px.$reg.warm]=$(printf '%s\n' "${warm[@]}" | median)
+done
+PID=$UP_PID; stop_registry
+fi
+
 # nginx: the ceiling for a raw pull of the same file.
 if want compare; then
 port=$(free_port); mkdir -p "$W/www" "$W/nginx"; ln "$W/big" "$W/www/big"
@@ -277,6 +338,17 @@ mkdir -p bench/out
   echo "| one pass, ${GC_BLOBS} blobs / ${GC_MANIFESTS} manifests | ${R[gc.secs]} s, peak RSS ${R[gc.rss_mib]} MiB: ${R[gc.summary]} |"
   echo "| small-image push c=8, GC idle | ${R[gc.push.idle]%.*} img/s |"
   echo "| small-image push c=8, GC passes back to back | ${R[gc.push.busy]%.*} img/s ($(echo "scale=0; 100 * ${R[gc.push.busy]} / ${R[gc.push.idle]}" | bc)% of idle) |"
+  fi
+  if want proxy; then
+  echo
+  echo "Pull of an image with a ${SIZE_MIB} MiB layer (manifest, config, layer), median of $TRIALS; the upstream is a plain distribution on loopback."
+  echo
+  echo "| pull | Berth | distribution proxy | Berth advantage |"
+  echo "|---|---|---|---|"
+  echo "| directly from the upstream | $(printf '%.2f' "${R[px.direct]}") s | | |"
+  echo "| plain local pull (image pushed to Berth) | $(printf '%.2f' "${R[px.plain]}") s | | |"
+  echo "| cold, through the cache | $(printf '%.2f' "${R[px.berth.cold]}") s ($(ratio "${R[px.berth.cold]}" "${R[px.direct]}")x direct) | $(printf '%.2f' "${R[px.dist.cold]}") s ($(ratio "${R[px.dist.cold]}" "${R[px.direct]}")x direct) | $(ratio "${R[px.dist.cold]}" "${R[px.berth.cold]}")x |"
+  echo "| warm, from the cache | $(printf '%.2f' "${R[px.berth.warm]}") s ($(ratio "${R[px.berth.warm]}" "${R[px.plain]}")x plain) | $(printf '%.2f' "${R[px.dist.warm]}") s ($(ratio "${R[px.dist.warm]}" "${R[px.plain]}")x plain) | $(ratio "${R[px.dist.warm]}" "${R[px.berth.warm]}")x |"
   fi
   if want auth; then
   echo

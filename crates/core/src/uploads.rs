@@ -428,7 +428,12 @@ impl Registry {
     }
 
     /// Moves verified staged content to its content address and links it.
-    async fn commit_blob(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<()> {
+    pub(crate) async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+    ) -> Result<()> {
         // Link first, then look at the content: garbage collection hides
         // content first, then looks for links. Whatever the interleaving,
         // either GC sees this link and keeps the content, or this sees the
@@ -477,7 +482,7 @@ const HASH_QUEUE: usize = 8;
 /// it: each chunk is shared by the hasher and the writer. Returns the staged
 /// size. The writer is always finished, so whatever was received before a
 /// client error is on disk.
-async fn pump(
+pub(crate) async fn pump(
     mut body: ByteStream,
     mut writer: Box<dyn StageWriter>,
     mut hasher: Option<&mut Hasher>,

@@ -62,6 +62,9 @@ struct FlightState {
     started: bool,
     size: Option<u64>,
     received: u64,
+    /// The whole blob arrived and matched its digest (it may not be
+    /// committed yet).
+    verified: bool,
     /// `None` while running.
     outcome: Option<std::result::Result<(), String>>,
 }
@@ -176,6 +179,43 @@ fn upstream_err(e: UpstreamError) -> CoreError {
         UpstreamError::NotFound => CoreError::ManifestUnknown,
         e => CoreError::Upstream(e.to_string()),
     }
+}
+
+/// How many bytes arrive between two notes to the readers of a blob.
+const NOTIFY_EVERY: u64 = 1024 * 1024;
+
+/// Gathers a network body's small pieces into batches of about
+/// `BATCH` bytes: one copy, instead of a trip through the hashing and
+/// writing threads for every few kilobytes.
+fn coalesce(
+    s: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+) -> impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static {
+    const BATCH: usize = 1024 * 1024;
+    futures_util::stream::unfold((Box::pin(s), false), |(mut s, done)| async move {
+        if done {
+            return None;
+        }
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match s.next().await {
+                Some(Ok(b)) if buf.is_empty() && b.len() >= BATCH => {
+                    return Some((Ok(b), (s, false)));
+                }
+                Some(Ok(b)) => {
+                    if buf.is_empty() {
+                        buf.reserve(BATCH);
+                    }
+                    buf.extend_from_slice(&b);
+                    if buf.len() >= BATCH {
+                        return Some((Ok(buf.freeze()), (s, false)));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(e), (s, true))),
+                None if buf.is_empty() => return None,
+                None => return Some((Ok(buf.freeze()), (s, true))),
+            }
+        }
+    })
 }
 
 /// The first `n` bytes of a stream.
@@ -563,28 +603,36 @@ impl Registry {
             s.size = size;
         });
         let storage = |e: StorageError| bad(format!("storage: {e}"));
-        let mut writer = self
+        let writer = self
             .store
             .stage_writer(&flight.stage, 0)
             .await
             .map_err(storage)?;
-        let mut hasher = digest.algorithm().hasher();
+        // Counted as it passes; readers are told every so often (they also
+        // look by themselves now and then).
         let mut received = 0u64;
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| bad(format!("blob body: {e}")))?;
+        let mut told = 0u64;
+        let state = flight.state.clone();
+        let body: ByteStream = Box::pin(coalesce(resp.bytes_stream()).map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
             received += chunk.len() as u64;
             if size.is_some_and(|s| received > s) {
-                return Err(bad(format!("{digest}: more bytes than announced")));
+                return Err(std::io::Error::other("more bytes than announced"));
             }
-            hasher.update(&chunk);
-            writer.write(chunk).await.map_err(storage)?;
-            flight.state.send_modify(|s| s.received = received);
-        }
-        writer.finish().await.map_err(storage)?;
-        if size.is_some_and(|s| received != s) {
+            if received - told >= NOTIFY_EVERY {
+                told = received;
+                state.send_modify(|s| s.received = received);
+            }
+            Ok(chunk)
+        }));
+        // Hashed on a thread of its own and written on another, as pushes are.
+        let mut hasher = digest.algorithm().hasher();
+        let written = crate::uploads::pump(body, writer, Some(&mut hasher))
+            .await
+            .map_err(|e| bad(format!("{digest}: {e}")))?;
+        if size.is_some_and(|s| written != s) {
             return Err(bad(format!(
-                "{digest}: truncated ({received} of {} bytes)",
+                "{digest}: truncated ({written} of {} bytes)",
                 size.unwrap_or(0)
             )));
         }
@@ -592,19 +640,15 @@ impl Registry {
         if actual != *digest {
             return Err(bad(format!("upstream sent {actual} for {digest}")));
         }
-        let blob_key = keys::blob(digest);
-        if self.store.stat(&blob_key).await.map_err(storage)?.is_none() {
-            self.store
-                .stage_commit(&flight.stage, &blob_key)
-                .await
-                .map_err(storage)?;
-        } else {
-            let _ = self.store.stage_delete(&flight.stage).await;
-        }
-        self.link_blob(repo, digest)
+        // Verified: readers may have the last byte now, while the content
+        // is made durable and visible.
+        flight.state.send_modify(|s| {
+            s.received = written;
+            s.verified = true;
+        });
+        self.commit_blob(repo, &flight.stage, digest)
             .await
-            .map_err(|e| bad(format!("link: {e}")))?;
-        flight.state.send_modify(|s| s.received = received);
+            .map_err(|e| bad(format!("commit: {e}")))?;
         Ok(())
     }
 
@@ -681,7 +725,11 @@ impl Registry {
                             .unwrap_or(0);
                         // The last byte waits for the digest check: a
                         // client never holds a whole blob that failed it.
-                        let until = on_disk.min(st.size.map_or(u64::MAX, |n| n.saturating_sub(1)));
+                        let until = if st.verified {
+                            on_disk
+                        } else {
+                            on_disk.min(st.size.map_or(u64::MAX, |n| n.saturating_sub(1)))
+                        };
                         if until > t.pos {
                             if let Ok(s) = t.reg.store.stage_read(&t.flight.stage, t.pos).await {
                                 t.inner = Some(take(s, until - t.pos));
