@@ -151,6 +151,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     let collector = Some(tokio::spawn(collect_garbage(
         registry_for_reload.clone(),
         app.metrics.clone(),
+        app.audit.clone(),
         plan,
     )));
     let pulls = {
@@ -347,6 +348,7 @@ async fn supervise_sync(registry: Registry, mut plan: tokio::sync::watch::Receiv
 async fn collect_garbage(
     registry: Registry,
     metrics: Arc<crate::metrics::Metrics>,
+    audit: Option<Arc<crate::audit::Audit>>,
     mut plan: tokio::sync::watch::Receiver<Maintenance>,
 ) {
     loop {
@@ -381,6 +383,9 @@ async fn collect_garbage(
         {
             Ok(r) => {
                 metrics.observe_gc(&r, started.elapsed().as_secs_f64());
+                if let (Some(audit), false) = (&audit, m.retention.dry_run) {
+                    audit_retention(audit, &r.retention);
+                }
                 let (tags, manifests) = (
                     r.retention.tags_removed.len(),
                     r.retention.manifests_removed.len(),
@@ -403,6 +408,27 @@ async fn collect_garbage(
             }
             Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
+    }
+}
+
+/// One audit line per tag and manifest retention removed (by Berth itself:
+/// no user, `auth: "system"`).
+fn audit_retention(audit: &crate::audit::Audit, r: &berth_core::retention::RetentionReport) {
+    let event = |action: &str, repo: &str| {
+        let mut e = crate::audit::Event::new(action, 200);
+        e.auth = "system".into();
+        e.repository = Some(repo.to_owned());
+        e
+    };
+    for (repo, tag) in &r.tags_removed {
+        let mut e = event("retention: delete tag", repo);
+        e.reference = Some(tag.clone());
+        audit.record(e);
+    }
+    for (repo, digest) in &r.manifests_removed {
+        let mut e = event("retention: delete untagged manifest", repo);
+        e.digest = Some(digest.to_string());
+        audit.record(e);
     }
 }
 

@@ -266,6 +266,17 @@ async fn online_retention_follows_reloads_and_never_loses_a_fresh_push() {
     s.push_image("live/app", "b", 2, 1).await;
     s.push_image("live/app", "stray", 3, 1).await;
     wait_until_gone(&s, "/v2/live/app/manifests/stray").await;
+    // Berth's own removals are in the audit trail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.audit_lines().iter().any(|l| {
+        l["action"] == "retention: delete tag"
+            && l["repository"] == "live/app"
+            && l["reference"] == "stray"
+            && l["auth"] == "system"
+    }) {
+        assert!(Instant::now() < deadline, "{:?}", s.audit_lines());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // CI pushes continuously under mostRecentlyPushedCount 3: every push
     // is acknowledged, and the tag just pushed is there right after.

@@ -487,6 +487,18 @@ async fn bad_upstream_data_is_refused_and_not_stored() {
     assert!(!stored_blob(&d, &layer).exists());
     gate.corrupt(&path, false);
     assert_eq!(sha256(&d.blob("app", &layer).await), layer);
+
+    // A redirect loop is cut short: the client gets an error, nothing stored.
+    let config = blobs_of(&manifest).pop().unwrap();
+    let path = format!("/v2/app/blobs/{config}");
+    gate.redirect_loop(&path);
+    assert_eq!(d.get(&path).await.status(), StatusCode::BAD_GATEWAY);
+    assert!(!stored_blob(&d, &config).exists());
+    assert!(
+        gate.count("GET", &path) <= 12,
+        "{}",
+        gate.count("GET", &path)
+    );
     wait_stored(&d, &layer).await;
 }
 
@@ -546,4 +558,83 @@ async fn mirroring_copies_matching_tags_and_follows_reloads() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetching_needs_read_on_the_local_name() {
+    let up = Server::start();
+    up.push_image("private/app", "v1", 3, 1).await;
+    let gate = Gate::start(&up.base).await;
+    let work = tempfile::tempdir().unwrap();
+    let htpasswd = work.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!("reader:{}\n", bcrypt::hash("reader-pw", 4).unwrap()),
+    )
+    .unwrap();
+    let d = Server::start_with(&format!(
+        r#","http":{{"address":"127.0.0.1","port":"0","realm":"t","auth":{{"htpasswd":{{"path":{:?}}}}},
+        "accessControl":{{"repositories":{{"**":{{"anonymousPolicy":[],"policies":[{{"users":["reader"],"actions":["read"]}}]}}}}}}}}{}"#,
+        htpasswd.display().to_string(),
+        sync_config(&gate.url, None, "")
+    ));
+    // Anonymous: refused before anything is asked of upstream.
+    let r = get_manifest(&d, "/v2/private/app/manifests/v1").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(gate.count_containing("/v2/private/"), 0);
+    // A reader triggers the fetch; Berth's own (here: no) credentials go up.
+    d.login(Some("reader:reader-pw"));
+    let r = get_manifest(&d, "/v2/private/app/manifests/v1").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(gate.count("GET", "/v2/private/app/manifests/v1"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_pulls_through_berth() {
+    let mut up = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello through berth\n").unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM scratch\nCOPY hello.txt /hello.txt\n",
+    )
+    .unwrap();
+    std::fs::write(work.path().join("auth.json"), "{}").unwrap();
+    let podman = |args: &[&str]| {
+        let mut c = tokio::process::Command::new("podman");
+        c.arg("--root")
+            .arg(work.path().join("root"))
+            .arg("--runroot")
+            .arg(work.path().join("run"))
+            .args(["--storage-driver", "vfs"])
+            .env("REGISTRY_AUTH_FILE", work.path().join("auth.json"))
+            .args(args);
+        let shown = format!("{args:?}");
+        async move {
+            let out = c.output().await.expect("podman runs");
+            assert!(
+                out.status.success(),
+                "podman {shown}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+    };
+    let pushed = format!("{}/pt/hello:v1", up.host());
+    podman(&["build", "-q", "-t", &pushed, ctx.to_str().unwrap()]).await;
+    podman(&["push", "--tls-verify=false", &pushed]).await;
+    let id = podman(&["image", "inspect", "--format", "{{.Id}}", &pushed]).await;
+    podman(&["rmi", "-f", &pushed]).await;
+
+    let d = Server::start_with(&sync_config(&up.base, None, ""));
+    let pulled = format!("{}/pt/hello:v1", d.host());
+    podman(&["pull", "--tls-verify=false", &pulled]).await;
+    let id_through = podman(&["image", "inspect", "--format", "{{.Id}}", &pulled]).await;
+    assert_eq!(id, id_through);
+    // Again with the upstream gone, from a clean podman store.
+    up.kill();
+    podman(&["rmi", "-f", &pulled]).await;
+    podman(&["pull", "--tls-verify=false", &pulled]).await;
 }

@@ -73,7 +73,26 @@ struct FlightState {
 struct Flight {
     stage: String,
     state: tokio::sync::watch::Sender<FlightState>,
+    /// The fetched bytes as they pass, with their offsets, for readers
+    /// that keep up (the others read the staging object).
+    live: tokio::sync::broadcast::Sender<(u64, Bytes)>,
 }
+
+impl Flight {
+    fn new() -> Flight {
+        Flight {
+            stage: format!("sync-{}", uuid::Uuid::new_v4().simple()),
+            state: tokio::sync::watch::channel(FlightState::default()).0,
+            live: tokio::sync::broadcast::channel(LIVE_PIECES).0,
+        }
+    }
+}
+
+/// Pieces (of about a MiB) a reader may fall behind the fetch before it
+/// reads from the staging object instead. Small on purpose: holding more
+/// pieces alive made the allocator hand out fresh pages for each one, and
+/// a cold 1 GiB pull cost twice the CPU (measured with 16).
+const LIVE_PIECES: usize = 2;
 
 /// Held while one request fetches a manifest; the others wait on it.
 type FetchLock = Arc<tokio::sync::Mutex<()>>;
@@ -498,10 +517,7 @@ impl Registry {
                 match flights.get(&key) {
                     Some(f) => f.clone(),
                     None => {
-                        let flight = Arc::new(Flight {
-                            stage: format!("sync-{}", uuid::Uuid::new_v4().simple()),
-                            state: tokio::sync::watch::channel(FlightState::default()).0,
-                        });
+                        let flight = Arc::new(Flight::new());
                         flights.insert(key.clone(), flight.clone());
                         self.sync_stats.misses.fetch_add(1, Ordering::Relaxed);
                         tokio::spawn(self.clone().run_flight(
@@ -613,8 +629,11 @@ impl Registry {
         let mut received = 0u64;
         let mut told = 0u64;
         let state = flight.state.clone();
+        let live = flight.live.clone();
         let body: ByteStream = Box::pin(coalesce(resp.bytes_stream()).map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
+            // No reader listening is no error.
+            let _ = live.send((received, chunk.clone()));
             received += chunk.len() as u64;
             if size.is_some_and(|s| received > s) {
                 return Err(std::io::Error::other("more bytes than announced"));
@@ -652,29 +671,35 @@ impl Registry {
         Ok(())
     }
 
-    /// A blob's bytes as they arrive: from the staging area while the
-    /// fetch runs, then from the committed content.
+    /// A blob's bytes as they arrive: from memory as the fetch passes them
+    /// on, from the staging object for what went by before this reader
+    /// came (or while it lagged), then from the committed content.
     fn tail(&self, flight: Arc<Flight>, digest: Digest) -> ByteStream {
         struct Tail {
             reg: Registry,
-            flight: Arc<Flight>,
             rx: tokio::sync::watch::Receiver<FlightState>,
+            live: tokio::sync::broadcast::Receiver<(u64, Bytes)>,
+            /// Pieces received from the fetch, not yet (wholly) sent.
+            pending: std::collections::VecDeque<(u64, Bytes)>,
+            flight: Arc<Flight>,
             digest: Digest,
             pos: u64,
             inner: Option<ByteStream>,
             last: bool,
         }
-        let rx = flight.state.subscribe();
         let start = Tail {
             reg: self.clone(),
+            rx: flight.state.subscribe(),
+            live: flight.live.subscribe(),
+            pending: std::collections::VecDeque::new(),
             flight,
-            rx,
             digest,
             pos: 0,
             inner: None,
             last: false,
         };
         Box::pin(futures_util::stream::unfold(start, |mut t| async move {
+            use tokio::sync::broadcast::error::TryRecvError;
             loop {
                 if let Some(inner) = &mut t.inner {
                     match inner.next().await {
@@ -693,9 +718,34 @@ impl Registry {
                 if t.last {
                     return None;
                 }
+                loop {
+                    match t.live.try_recv() {
+                        Ok(piece) => t.pending.push_back(piece),
+                        // Fell behind: what it missed is on disk.
+                        Err(TryRecvError::Lagged(_)) => t.pending.clear(),
+                        Err(_) => break,
+                    }
+                }
+                while t
+                    .pending
+                    .front()
+                    .is_some_and(|(off, b)| off + b.len() as u64 <= t.pos)
+                {
+                    t.pending.pop_front();
+                }
                 let st = t.rx.borrow_and_update().clone();
+                // The last byte waits for the digest check: a client never
+                // holds a whole blob that failed it.
+                let allowed = if st.verified || st.outcome.is_some() {
+                    u64::MAX
+                } else {
+                    st.size.map_or(u64::MAX, |n| n.saturating_sub(1))
+                };
                 match st.outcome {
-                    Some(Ok(())) => {
+                    // Committed: what memory does not hold from here on
+                    // comes from the content itself.
+                    Some(Ok(())) if t.pending.front().is_none_or(|(off, _)| *off > t.pos) => {
+                        t.pending.clear();
                         t.last = true;
                         if t.pos >= st.received {
                             return None;
@@ -706,7 +756,10 @@ impl Registry {
                             .read(&keys::blob(&t.digest), t.pos, Some(st.received))
                             .await
                         {
-                            Ok(s) => t.inner = Some(s),
+                            Ok(s) => {
+                                t.inner = Some(s);
+                                continue;
+                            }
                             Err(e) => return Some((Err(std::io::Error::other(e)), t)),
                         }
                     }
@@ -714,33 +767,47 @@ impl Registry {
                         t.last = true;
                         return Some((Err(std::io::Error::other(e)), t));
                     }
-                    None => {
-                        let on_disk = t
-                            .reg
-                            .store
-                            .stage_size(&t.flight.stage)
-                            .await
-                            .ok()
-                            .flatten()
-                            .unwrap_or(0);
-                        // The last byte waits for the digest check: a
-                        // client never holds a whole blob that failed it.
-                        let until = if st.verified {
-                            on_disk
-                        } else {
-                            on_disk.min(st.size.map_or(u64::MAX, |n| n.saturating_sub(1)))
-                        };
-                        if until > t.pos {
-                            if let Ok(s) = t.reg.store.stage_read(&t.flight.stage, t.pos).await {
-                                t.inner = Some(take(s, until - t.pos));
-                                continue;
-                            }
+                    _ => {}
+                }
+                // From memory, when the next piece covers where this is.
+                if let Some((off, b)) = t.pending.front() {
+                    if *off <= t.pos && t.pos < allowed {
+                        let from = (t.pos - off) as usize;
+                        let to = (b.len() as u64).min(allowed - off) as usize;
+                        if to > from {
+                            let piece = b.slice(from..to);
+                            t.pos += piece.len() as u64;
+                            return Some((Ok(piece), t));
                         }
-                        // Written bytes reach the file a little after they
-                        // are counted: look again soon even without news.
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(20), t.rx.changed()).await;
                     }
+                }
+                // From the staging object, up to the next piece in memory.
+                let on_disk = t
+                    .reg
+                    .store
+                    .stage_size(&t.flight.stage)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                let until = on_disk
+                    .min(allowed)
+                    .min(t.pending.front().map_or(u64::MAX, |(off, _)| *off));
+                if until > t.pos {
+                    if let Ok(s) = t.reg.store.stage_read(&t.flight.stage, t.pos).await {
+                        t.inner = Some(take(s, until - t.pos));
+                        continue;
+                    }
+                }
+                // Nothing to send yet: wait for a piece or news (and look at
+                // the disk again soon: writes land after they are counted).
+                tokio::select! {
+                    piece = t.live.recv() => match piece {
+                        Ok(p) => t.pending.push_back(p),
+                        Err(_) => t.pending.clear(),
+                    },
+                    _ = t.rx.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                 }
             }
         }))
@@ -834,10 +901,7 @@ impl Registry {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<bool> {
-        let flight = Flight {
-            stage: format!("sync-{}", uuid::Uuid::new_v4().simple()),
-            state: tokio::sync::watch::channel(FlightState::default()).0,
-        };
+        let flight = Flight::new();
         match self
             .fetch_blob(&reg.upstream, source, repo, digest, &flight)
             .await
@@ -902,5 +966,50 @@ impl Registry {
             }
         }
         Ok(copied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use content::TagFilter;
+
+    fn registry(url: &str, prefix: &str, on_demand: bool) -> SyncRegistry {
+        SyncRegistry {
+            upstream: Arc::new(
+                Upstream::new(
+                    &[url.to_owned()],
+                    HashMap::new(),
+                    true,
+                    Vec::new(),
+                    0,
+                    Duration::from_secs(1),
+                )
+                .unwrap(),
+            ),
+            on_demand,
+            poll_interval: None,
+            content: vec![ContentRule::new(prefix, None, false, TagFilter::default()).unwrap()],
+            manifest_check_interval: Duration::from_secs(60),
+        }
+    }
+
+    fn route(s: &Sync, name: &str) -> Option<String> {
+        s.route(&RepoName::parse(name).unwrap()).map(|(_, _, n)| n)
+    }
+
+    #[test]
+    fn docker_hub_names_get_library_and_the_first_on_demand_registry_wins() {
+        let s = Sync::new(vec![
+            registry("https://mirror.example", "**", false),
+            registry("https://docker.io", "**", true),
+            registry("https://ghcr.io", "**", true),
+        ]);
+        assert_eq!(route(&s, "alpine").as_deref(), Some("library/alpine"));
+        assert_eq!(route(&s, "bitnami/redis").as_deref(), Some("bitnami/redis"));
+        let s = Sync::new(vec![registry("https://ghcr.io", "**", true)]);
+        assert_eq!(route(&s, "alpine").as_deref(), Some("alpine"));
+        let s = Sync::new(vec![registry("https://ghcr.io", "team/*", true)]);
+        assert_eq!(route(&s, "other/x"), None);
     }
 }

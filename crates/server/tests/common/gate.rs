@@ -20,6 +20,8 @@ struct GateState {
     counts: Mutex<HashMap<String, usize>>,
     /// Paths whose response bodies get one byte changed.
     corrupt: Mutex<HashSet<String>>,
+    /// Paths answered with a redirect to themselves.
+    loops: Mutex<HashSet<String>>,
     /// Pause between 64 KiB pieces of blob bodies.
     throttle: Mutex<Option<Duration>>,
     /// Demand a token from `/token`, issued for these Basic credentials.
@@ -105,6 +107,11 @@ impl Gate {
         }
     }
 
+    /// Answers `path` with a redirect to itself (a redirect loop).
+    pub fn redirect_loop(&self, path: &str) {
+        self.state.loops.lock().unwrap().insert(path.to_owned());
+    }
+
     pub fn throttle(&self, pause: Option<Duration>) {
         *self.state.throttle.lock().unwrap() = pause;
     }
@@ -182,6 +189,12 @@ async fn handle(State(st): State<Arc<GateState>>, req: Request) -> Response {
         .unwrap()
         .entry(format!("{method} {path}"))
         .or_default() += 1;
+    if st.loops.lock().unwrap().contains(&path) {
+        let mut r = status(307, "");
+        r.headers_mut()
+            .insert("location", format!("{}{path}", st.url).parse().unwrap());
+        return r;
+    }
 
     let mut fwd = st
         .client
