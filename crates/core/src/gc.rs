@@ -161,16 +161,7 @@ impl Registry {
         let mut restored = 0;
         for pass in self.store.list(keys::GC_TRASH).await? {
             let dir = format!("{}/{}", keys::GC_TRASH, pass.name);
-            for e in self.store.list(&dir).await? {
-                let original = e.name.replace('~', "/");
-                let at = format!("{dir}/{}", e.name);
-                if berth_storage::check_key(&original, false).is_ok()
-                    && self.store.stat(&original).await?.is_none()
-                {
-                    self.store.rename(&at, &original, Durability::Lazy).await?;
-                    restored += 1;
-                }
-            }
+            restored += self.put_back(&dir, "").await?;
             self.store.delete_prefix(&dir).await?;
         }
         if restored > 0 {
@@ -178,6 +169,32 @@ impl Registry {
                 restored,
                 "put back content an interrupted garbage collection had hidden"
             );
+        }
+        Ok(restored)
+    }
+
+    /// Puts back what a pass hid in `dir` under keys starting with `prefix`:
+    /// content by a rename (the same digest is the same bytes, whoever
+    /// wrote it), small objects only where no writer has put a new one.
+    async fn put_back(&self, dir: &str, prefix: &str) -> Result<usize> {
+        let mut restored = 0;
+        for e in self.store.list(dir).await? {
+            let original = e.name.replace('~', "/");
+            if berth_storage::check_key(&original, false).is_err() || !original.starts_with(prefix)
+            {
+                continue;
+            }
+            let at = format!("{dir}/{}", e.name);
+            if self.store.stat(&original).await?.is_some() {
+                self.store.delete(&at, Durability::Lazy).await?;
+                continue;
+            }
+            if original.starts_with(keys::BLOBS) {
+                self.store.rename(&at, &original, Durability::Lazy).await?;
+            } else {
+                self.unhide(&at, &original).await?;
+            }
+            restored += 1;
         }
         Ok(restored)
     }
@@ -202,12 +219,24 @@ impl Registry {
             let dry = opts.dry_run || retention.dry_run;
             for repo in &repos {
                 pacer.tick().await;
-                let r = self.retain_repo(repo, retention, dry, &trash).await?;
-                report.retention.tags_removed.extend(r.tags_removed);
-                report
-                    .retention
-                    .manifests_removed
-                    .extend(r.manifests_removed);
+                match self.retain_repo(repo, retention, dry, &trash).await {
+                    Ok(r) => {
+                        report.retention.tags_removed.extend(r.tags_removed);
+                        report
+                            .retention
+                            .manifests_removed
+                            .extend(r.manifests_removed);
+                    }
+                    // One repository's trouble does not stop the pass; what
+                    // it had hidden goes back at once.
+                    Err(e) => {
+                        tracing::warn!(repository = %repo, error = %e, "retention skipped this repository");
+                        let prefix = format!("{}/", keys::repo(repo));
+                        if let Err(e) = self.put_back(&trash, &prefix).await {
+                            tracing::warn!(repository = %repo, error = %e, "could not put back what retention hid");
+                        }
+                    }
+                }
             }
             progress(&format!(
                 "retention: {} tags and {} manifests {}",

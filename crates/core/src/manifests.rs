@@ -101,6 +101,13 @@ impl Registry {
         let media_type = Bytes::from(m.media_type.clone());
         let link = keys::manifest_link(repo, &digest);
         let created = self.store.put_if_absent(&link, media_type.clone()).await?;
+        if !created {
+            // Pushed again: its link's time is when retention last saw it
+            // pushed (lazily: the bytes are unchanged, only the time moves).
+            self.store
+                .put(&link, media_type.clone(), Durability::Lazy)
+                .await?;
+        }
         self.note_repo(repo);
         for d in m.blobs.iter().filter(|d| strict && d.must_exist()) {
             if self
@@ -174,9 +181,9 @@ impl Registry {
         // went in between.
         if self.store.stat(&link).await?.is_none() {
             self.store.put_if_absent(&link, media_type).await?;
-            if let Some((key, json)) = referrer_entry {
-                self.store.put_if_absent(&key, json).await?;
-            }
+        }
+        if let Some((key, json)) = referrer_entry {
+            self.store.put_if_absent(&key, json).await?;
         }
         if self.store.stat(&blob_key).await?.is_none() {
             self.store.put_if_absent(&blob_key, body).await?;

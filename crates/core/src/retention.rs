@@ -407,14 +407,14 @@ impl Registry {
         moved.is_ok().then_some(to)
     }
 
-    /// Puts a hidden object back, unless a writer has written a new one
-    /// there meanwhile (which wins).
-    async fn unhide(&self, hidden: &str, key: &str) -> Result<()> {
-        if self.store.stat(key).await?.is_none() {
-            self.store.rename(hidden, key, Durability::Durable).await?;
-        } else {
-            self.store.delete(hidden, Durability::Lazy).await?;
+    /// Puts a hidden small object (a tag, a link, a referrer entry) back,
+    /// unless a writer has written a new one there meanwhile, which wins:
+    /// created only if absent, never renamed over what a push wrote.
+    pub(crate) async fn unhide(&self, hidden: &str, key: &str) -> Result<()> {
+        if let Some(data) = self.store.get(hidden).await? {
+            self.store.put_if_absent(key, data).await?;
         }
+        self.store.delete(hidden, Durability::Lazy).await?;
         Ok(())
     }
 
@@ -542,46 +542,62 @@ impl Registry {
             return Ok(report);
         }
 
-        // Hide, look again, restore what is in use now, delete the rest.
+        // Hide (the link and its referrer entry), look again, restore
+        // what is in use now, delete the rest.
         let mut hidden = Vec::new();
         for d in doomed {
-            if let Some(at) = self.hide(&keys::manifest_link(repo, &d), trash).await {
-                hidden.push((d, at));
-            }
+            let Some(at) = self.hide(&keys::manifest_link(repo, &d), trash).await else {
+                continue;
+            };
+            let entry = manifests
+                .get(&d)
+                .and_then(|(_, r)| r.as_ref())
+                .and_then(|r| r.subject.as_ref())
+                .map(|s| keys::referrer(repo, s, &d));
+            let entry = match entry {
+                Some(key) => self.hide(&key, trash).await.map(|at| (key, at)),
+                None => None,
+            };
+            hidden.push((d, at, entry));
         }
-        let hidden_set: HashSet<&Digest> = hidden.iter().map(|(d, _)| d).collect();
-        let mut in_use: HashSet<Digest> = self
+        // In use: what is tagged now, every manifest still (or again)
+        // linked, and, followed to the end, whatever those refer to.
+        let mut pending: Vec<Digest> = self
             .tag_states(repo)
             .await?
             .into_iter()
             .map(|(_, d, _)| d)
             .collect();
-        for d in self.linked(repo, keys::MANIFESTS).await? {
-            if hidden_set.contains(&d) {
-                // Linked again by a writer since it was hidden.
-                in_use.insert(d);
+        pending.extend(self.linked(repo, keys::MANIFESTS).await?);
+        for (d, at, _) in &hidden {
+            // Pushed again since the decision (a push refreshes the link).
+            let snapshot = manifests.get(d).map(|(t, _)| *t);
+            if self.store.modified(at).await? != snapshot {
+                pending.push(d.clone());
+            }
+        }
+        let mut in_use: HashSet<Digest> = HashSet::new();
+        while let Some(d) = pending.pop() {
+            if !in_use.insert(d.clone()) {
                 continue;
             }
             if let Some(refs) = self.refs(&d).await? {
-                in_use.extend(refs.children.iter().cloned());
-                in_use.extend(refs.subject.iter().cloned());
+                pending.extend(refs.children.iter().cloned());
+                pending.extend(refs.subject.iter().cloned());
             }
         }
-        for (d, at) in hidden {
+        for (d, at, entry) in hidden {
             let link = keys::manifest_link(repo, &d);
             if in_use.contains(&d) {
                 self.unhide(&at, &link).await?;
+                if let Some((key, at)) = entry {
+                    self.unhide(&at, &key).await?;
+                }
                 continue;
             }
             self.store.delete(&at, Durability::Durable).await?;
-            if let Some(s) = manifests
-                .get(&d)
-                .and_then(|(_, r)| r.as_ref())
-                .and_then(|r| r.subject.as_ref())
-            {
-                self.store
-                    .delete(&keys::referrer(repo, s, &d), Durability::Lazy)
-                    .await?;
+            if let Some((_, at)) = entry {
+                self.store.delete(&at, Durability::Lazy).await?;
             }
             tracing::info!(repository = %repo, digest = %d, dry_run, decision = "delete", reason = "untagged", "retention");
             report.manifests_removed.push((repo.to_string(), d));

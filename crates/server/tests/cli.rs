@@ -70,6 +70,10 @@ fn version_and_verify() {
             "extensions.sync.registries[0].urls",
         ),
         (
+            r#"{"storage":{"rootDirectory":"/x"},"extensions":{"sync":{"registries":[{"urls":["https://u:secret@a"],"onDemand":true}]}}}"#,
+            "credentialsfile, not in the url",
+        ),
+        (
             r#"{"storage":{"rootDirectory":"/x","retention":{"policies":[{"repositories":["**"],"keepTags":[{"patterns":["[unclosed"]}]}]}}}"#,
             "storage.retention.policies[0].keeptags[0]",
         ),

@@ -479,11 +479,13 @@ async fn bad_upstream_data_is_refused_and_not_stored() {
     };
     assert!(failed, "a corrupt blob was served whole");
     assert!(!stored_blob(&d, &layer).exists());
+    let r = d.head(&path).await;
     assert_eq!(
-        d.head(&path).await.status(),
+        r.status(),
         StatusCode::OK,
         "HEAD asks upstream without storing"
     );
+    assert_eq!(header(&r, "content-length"), "1000", "upstream's size");
     assert!(!stored_blob(&d, &layer).exists());
     gate.corrupt(&path, false);
     assert_eq!(sha256(&d.blob("app", &layer).await), layer);

@@ -430,7 +430,13 @@ impl Registry {
             }
         }
         self.store_manifest(repo, reference, content_type.as_deref(), body, false)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                CoreError::ManifestInvalid(m) => {
+                    CoreError::Upstream(format!("upstream manifest {source}:{reference}: {m}"))
+                }
+                e => e,
+            })?;
         tracing::info!(repository = %repo, %reference, upstream = source, "fetched manifest from upstream");
         Ok(true)
     }
@@ -463,8 +469,8 @@ impl Registry {
     }
 
     /// After a local miss of a blob: fetches it if a rule maps the
-    /// repository and a manifest here references it. `None`: sync does not
-    /// apply (the miss stands).
+    /// repository (as distribution's proxy does, any blob the upstream has
+    /// under that name). `None`: sync does not apply (the miss stands).
     pub async fn sync_blob(
         &self,
         repo: &RepoName,
@@ -502,7 +508,7 @@ impl Registry {
                 )
                 .await;
             return match resp {
-                Ok(r) => Ok(r.content_length().map(BlobSource::Size)),
+                Ok(r) => Ok(upstream::announced_length(&r).map(BlobSource::Size)),
                 Err(UpstreamError::NotFound) => Ok(None),
                 Err(e) => {
                     self.sync_failed("upstream blob HEAD failed", &e);
@@ -718,7 +724,9 @@ impl Registry {
                 if t.last {
                     return None;
                 }
-                loop {
+                // Bounded: a reader that does not keep up lets the channel
+                // overflow, and reads the staging object instead.
+                while t.pending.len() <= LIVE_PIECES {
                     match t.live.try_recv() {
                         Ok(piece) => t.pending.push_back(piece),
                         // Fell behind: what it missed is on disk.
@@ -803,8 +811,8 @@ impl Registry {
                 // the disk again soon: writes land after they are counted).
                 tokio::select! {
                     piece = t.live.recv() => match piece {
-                        Ok(p) => t.pending.push_back(p),
-                        Err(_) => t.pending.clear(),
+                        Ok(p) if t.pending.len() <= LIVE_PIECES => t.pending.push_back(p),
+                        _ => t.pending.clear(),
                     },
                     _ = t.rx.changed() => {}
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}

@@ -35,6 +35,12 @@ pub struct Upstream {
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
+/// Largest token response and list page read.
+const TOKEN_LIMIT: usize = 1024 * 1024;
+const LIST_LIMIT: usize = 16 * 1024 * 1024;
+/// Most tokens kept at once.
+const TOKENS_MAX: usize = 10_000;
+
 /// Tokens are used until this long before they expire.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
 
@@ -129,8 +135,17 @@ impl Upstream {
         &self.urls
     }
 
+    /// The credentials for a base URL: by its host, and for Docker Hub
+    /// under any of its names (operators write `docker.io`).
     fn basic_for(&self, base: &str) -> Option<&(String, String)> {
-        self.credentials.get(host_of(base))
+        let host = host_of(base);
+        if is_docker_hub(base) {
+            ["docker.io", "index.docker.io", "registry-1.docker.io", host]
+                .iter()
+                .find_map(|h| self.credentials.get(*h))
+        } else {
+            self.credentials.get(host)
+        }
     }
 
     fn cached_token(&self, base: &str, scope: &str) -> Option<String> {
@@ -151,9 +166,16 @@ impl Upstream {
         let realm = challenge
             .get("realm")
             .ok_or_else(|| UpstreamError::Failed("challenge without realm".into()))?;
-        if !realm.starts_with("https://") && !realm.starts_with("http://") {
+        let secure = realm.starts_with("https://");
+        if !secure && !realm.starts_with("http://") {
             return Err(UpstreamError::Failed(format!(
                 "token realm {realm:?} is not an http(s) URL"
+            )));
+        }
+        // Credentials never go over plain HTTP for an HTTPS upstream.
+        if !secure && base.starts_with("https://") {
+            return Err(UpstreamError::Failed(format!(
+                "token realm {realm:?} is plain HTTP for an HTTPS upstream"
             )));
         }
         let scope = challenge
@@ -178,12 +200,7 @@ impl Upstream {
                 resp.status()
             )));
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::Failed(format!("token response: {e}")))?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| UpstreamError::Failed("token response is not JSON".into()))?;
+        let v = read_json(resp, TOKEN_LIMIT).await?;
         let token = v
             .get("token")
             .or_else(|| v.get("access_token"))
@@ -195,10 +212,15 @@ impl Upstream {
         let lifetime =
             Duration::from_secs(v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(60));
         let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
-        self.tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((base.to_owned(), scope.clone()), (token.clone(), until));
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: expired tokens go, and a flood of scopes starts afresh.
+        let now = Instant::now();
+        tokens.retain(|_, (_, until)| *until > now);
+        if tokens.len() >= TOKENS_MAX {
+            tokens.clear();
+        }
+        tokens.insert((base.to_owned(), scope.clone()), (token.clone(), until));
+        drop(tokens);
         Ok((token, scope))
     }
 
@@ -227,6 +249,11 @@ impl Upstream {
             let resp = req.send().await.map_err(|e| {
                 UpstreamError::Failed(format!("{method} {url}: {}", error_chain(&e)))
             })?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED && token.is_some() && challenged {
+                // Refused with a token the registry issued: Docker Hub's
+                // answer for a repository that does not exist.
+                return Err(UpstreamError::NotFound);
+            }
             if resp.status() != reqwest::StatusCode::UNAUTHORIZED || challenged {
                 return Ok(resp);
             }
@@ -337,7 +364,7 @@ impl Upstream {
         for _ in 0..10_000 {
             let resp = self.send(reqwest::Method::GET, &path, None, scope).await?;
             let next = next_link(&resp);
-            let v: serde_json::Value = read_json(resp).await?;
+            let v = read_json(resp, LIST_LIMIT).await?;
             out.extend(
                 v.get(field)
                     .and_then(|r| r.as_array())
@@ -354,12 +381,35 @@ impl Upstream {
     }
 }
 
-async fn read_json(resp: reqwest::Response) -> Result<serde_json::Value, UpstreamError> {
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+/// A JSON answer of at most `limit` bytes.
+async fn read_json(
+    resp: reqwest::Response,
+    limit: usize,
+) -> Result<serde_json::Value, UpstreamError> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| UpstreamError::Failed(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(UpstreamError::Failed(format!(
+                "answer larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
     serde_json::from_slice(&body).map_err(|_| UpstreamError::Failed("answer is not JSON".into()))
+}
+
+/// The `Content-Length` an upstream announced (for HEAD, where the
+/// response has no body to size).
+pub fn announced_length(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get(reqwest::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The path of a `Link: <...>; rel="next"` header.
@@ -402,6 +452,33 @@ mod tests {
         assert_eq!(c["scope"], "repository:library/alpine:pull");
         assert!(parse_challenge(r#"Basic realm="x""#).is_none());
         assert!(parse_challenge("Bearer realm=\"unterminated").is_none());
+    }
+
+    #[test]
+    fn docker_hub_credentials_are_found_under_any_of_its_names() {
+        let creds: HashMap<String, (String, String)> =
+            [("docker.io".to_owned(), ("u".to_owned(), "p".to_owned()))].into();
+        let u = Upstream::new(
+            &["https://docker.io".to_owned()],
+            creds.clone(),
+            true,
+            Vec::new(),
+            0,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!(u.urls(), ["https://registry-1.docker.io"]);
+        assert!(u.basic_for("https://registry-1.docker.io").is_some());
+        let other = Upstream::new(
+            &["https://ghcr.io".to_owned()],
+            creds,
+            true,
+            Vec::new(),
+            0,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(other.basic_for("https://ghcr.io").is_none());
     }
 
     #[test]

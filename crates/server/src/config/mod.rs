@@ -358,11 +358,21 @@ fn sync(
             return Err((format!("{at}.urls"), "at least one URL is needed".into()));
         }
         for u in &r.urls {
+            let authority = u
+                .split_once("://")
+                .map(|(_, rest)| rest.split('/').next().unwrap_or(""));
             let ok = (u.starts_with("https://") || u.starts_with("http://"))
-                && u.split_once("://")
-                    .is_some_and(|(_, rest)| !rest.is_empty());
+                && authority.is_some_and(|a| !a.is_empty());
             if !ok {
                 return Err((format!("{at}.urls"), format!("{u:?} is not an http(s) URL")));
+            }
+            // Never a password in a URL (it would reach logs): the
+            // credentials file holds them.
+            if authority.is_some_and(|a| a.contains('@')) {
+                return Err((
+                    format!("{at}.urls"),
+                    "credentials belong in credentialsFile, not in the URL".into(),
+                ));
             }
         }
         if !r.on_demand && r.poll_interval.is_none_or(|d| d.0.is_zero()) {
