@@ -579,6 +579,32 @@ impl Registry {
         key: (RepoName, Digest),
         flight: Arc<Flight>,
     ) {
+        // Whatever happens to this task (a panic, an abort), the flight
+        // ends and its readers wake.
+        struct Ending {
+            sync: Arc<Sync>,
+            key: (RepoName, Digest),
+            flight: Arc<Flight>,
+        }
+        impl Drop for Ending {
+            fn drop(&mut self) {
+                self.sync
+                    .blob_flights
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.key);
+                self.flight.state.send_modify(|s| {
+                    if s.outcome.is_none() {
+                        s.outcome = Some(Err("the fetch stopped".into()));
+                    }
+                });
+            }
+        }
+        let _ending = Ending {
+            sync: sync.clone(),
+            key: key.clone(),
+            flight: flight.clone(),
+        };
         let (repo, digest) = &key;
         let result = self
             .fetch_blob(&upstream, &source, repo, digest, &flight)
