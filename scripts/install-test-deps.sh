@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite drives: real OCI clients (skopeo, podman) and
-# Chromium from Debian, the oras SDK from PyPI, and from npm a real OpenID
+# Installs what the test suite drives: real OCI clients (skopeo, podman),
+# Chromium, Prometheus and CNCF distribution (a pull-through upstream) from Debian, the oras SDK from PyPI, and from npm a real OpenID
 # provider (oidc-provider) and the browser driver (playwright-core, which
 # uses Debian's Chromium and downloads nothing). Idempotent; quick when all
 # is present.
