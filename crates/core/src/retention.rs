@@ -11,7 +11,10 @@
 //!   rule matches is removed; within a rule, a tag is kept if it meets any
 //!   of the rule's criteria (a rule without criteria keeps all its tags);
 //!   `pulledWithin` also keeps a tag pushed within the window;
-//! - untagged manifests older than `delay` go when `deleteUntagged`, unless
+//! - untagged manifests neither pushed nor pulled within `delay` go when
+//!   `deleteUntagged` (zot looks at the push alone; a digest that clients
+//!   still pull, as a pinned deployment or a pull-through cache does, stays
+//!   here), unless
 //!   something kept refers to them: an index (its children), a subject (its
 //!   referrers), or a referrer (its subject). Referrers whose subject is
 //!   gone are kept unless `deleteReferrers`.
@@ -497,6 +500,9 @@ impl Registry {
             });
             let root = tagged.contains(d)
                 || *at > cutoff
+                // Pulled within the delay: in use (a deployment pinned to a
+                // digest, or a pull-through cache serving one).
+                || pulls.get(d).is_some_and(|p| *p > cutoff)
                 // Unreadable: never guess.
                 || refs.is_none()
                 || untagged_rule

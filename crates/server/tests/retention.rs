@@ -148,9 +148,16 @@ async fn each_rule_kind_and_dry_run() {
         StatusCode::CREATED,
     )
     .await;
+    // An old untagged manifest that clients still pull by digest stays.
+    let (_, pinned) = push_untagged(&s, "other/app", 74).await;
+    expect_status(
+        s.get(&format!("/v2/other/app/manifests/{pinned}")).await,
+        StatusCode::OK,
+    )
+    .await;
     let (signed_body, signed) = push_untagged(&s, "other/app", 73).await;
     let sig = push_referrer(&s, "other/app", &signed, signed_body.len(), "sig").await;
-    for d in [&lonely, &child, &signed, &sig] {
+    for d in [&lonely, &child, &signed, &sig, &pinned] {
         backdate(&link_file(&s, "other/app", d), 2 * 3600);
     }
     assert!(s.terminate().success());
@@ -214,6 +221,7 @@ async fn each_rule_kind_and_dry_run() {
         ("other/app", &child, kept),
         ("other/app", &signed, kept),
         ("other/app", &sig, kept),
+        ("other/app", &pinned, kept),
     ];
     for (repo, d, want) in expected {
         let path = format!("/v2/{repo}/manifests/{d}");
