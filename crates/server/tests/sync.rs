@@ -336,7 +336,7 @@ async fn docker_token_flow_and_tag_revalidation() {
     let d = Server::start_with(&sync_config(
         &gate.url,
         Some(&creds),
-        r#","manifestCheckInterval":"3s""#,
+        r#","manifestCheckInterval":"10s""#,
     ));
     let r = get_manifest(&d, "/v2/app/manifests/v1").await;
     assert_eq!(r.status(), StatusCode::OK);
