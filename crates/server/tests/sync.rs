@@ -524,11 +524,31 @@ async fn mirroring_copies_matching_tags_and_follows_reloads() {
             up.base
         )
     };
+    // An index of two images, whose own tags the filter leaves out.
+    let mut children = Vec::new();
+    for (tag, seed) in [("child-1", 91), ("child-2", 92)] {
+        let (body, digest) = up.push_image("mir/a", tag, seed, 1).await;
+        children.push(format!(
+            r#"{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":{}}}"#,
+            body.len()
+        ));
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]}}"#,
+        children.join(",")
+    );
+    expect_status(
+        up.put_manifest("mir/a", "v3", OCI_INDEX, index.as_bytes())
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
     let d = Server::start_with(&registry("^v"));
     let deadline = Instant::now() + Duration::from_secs(30);
     for path in [
         "/v2/copy/mir/a/manifests/v1",
         "/v2/copy/mir/a/manifests/v2",
+        "/v2/copy/mir/a/manifests/v3",
         "/v2/copy/mir/b/manifests/v1",
     ] {
         while d.head(path).await.status() != StatusCode::OK {
@@ -541,10 +561,29 @@ async fn mirroring_copies_matching_tags_and_follows_reloads() {
     for b in blobs_of(&r.bytes().await.unwrap()) {
         assert_eq!(sha256(&d.blob("copy/mir/a", &b).await), b);
     }
-    assert_eq!(
-        d.head("/v2/copy/mir/a/manifests/skip").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    // The index came whole: its children and their blobs.
+    let v: serde_json::Value = serde_json::from_slice(
+        &get_manifest(&d, "/v2/copy/mir/a/manifests/v3")
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    for child in v["manifests"].as_array().unwrap() {
+        let digest = child["digest"].as_str().unwrap();
+        let r = get_manifest(&d, &format!("/v2/copy/mir/a/manifests/{digest}")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        for b in blobs_of(&r.bytes().await.unwrap()) {
+            assert_eq!(sha256(&d.blob("copy/mir/a", &b).await), b);
+        }
+    }
+    for path in [
+        "/v2/copy/mir/a/manifests/skip",
+        "/v2/copy/mir/a/manifests/child-1",
+    ] {
+        assert_eq!(d.head(path).await.status(), StatusCode::NOT_FOUND, "{path}");
+    }
     assert_eq!(
         d.head("/v2/copy/elsewhere/c/manifests/v1").await.status(),
         StatusCode::NOT_FOUND

@@ -886,26 +886,48 @@ impl Registry {
         let parsed = berth_oci::manifest::parse(&body, content_type.as_deref())
             .map_err(|e| CoreError::Upstream(format!("upstream manifest: {e}")))?;
         for child in &parsed.manifests {
-            let child_ref = Reference::Digest(child.digest.clone());
-            if self.resolve_manifest(repo, &child_ref).await.is_err() {
-                self.fetch_manifest(&reg.upstream, source, repo, &child_ref, false)
-                    .await?;
-            }
-            let (d, _) = self.resolve_manifest(repo, &child_ref).await?;
-            let child_body = self
-                .store
-                .get(&keys::blob(&d))
-                .await?
-                .ok_or(CoreError::ManifestUnknown)?;
-            if let Ok(m) = berth_oci::manifest::parse(&child_body, None) {
-                self.mirror_blobs(reg, source, repo, &m.blobs).await?;
-            }
+            self.mirror_child(reg, source, repo, &child.digest, 1)
+                .await?;
         }
         self.mirror_blobs(reg, source, repo, &parsed.blobs).await?;
         self.store_manifest(repo, &reference, content_type.as_deref(), body, true)
             .await?;
         self.sync_stats.mirrored.fetch_add(1, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// Copies a child manifest of an index with everything below it
+    /// (indexes of indexes too, a few levels deep).
+    async fn mirror_child(
+        &self,
+        reg: &SyncRegistry,
+        source: &str,
+        repo: &RepoName,
+        digest: &Digest,
+        depth: usize,
+    ) -> Result<()> {
+        const DEEPEST: usize = 4;
+        if depth > DEEPEST {
+            return Err(CoreError::Upstream(format!(
+                "indexes nested deeper than {DEEPEST} levels"
+            )));
+        }
+        let child = Reference::Digest(digest.clone());
+        if self.resolve_manifest(repo, &child).await.is_err() {
+            self.fetch_manifest(&reg.upstream, source, repo, &child, false)
+                .await?;
+        }
+        let body = self
+            .store
+            .get(&keys::blob(digest))
+            .await?
+            .ok_or(CoreError::ManifestUnknown)?;
+        let m = berth_oci::manifest::parse(&body, None)
+            .map_err(|e| CoreError::Upstream(format!("upstream manifest {digest}: {e}")))?;
+        for grandchild in &m.manifests {
+            Box::pin(self.mirror_child(reg, source, repo, &grandchild.digest, depth + 1)).await?;
+        }
+        self.mirror_blobs(reg, source, repo, &m.blobs).await
     }
 
     async fn mirror_blobs(
