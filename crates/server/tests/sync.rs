@@ -679,3 +679,35 @@ async fn podman_pulls_through_berth() {
     podman(&["rmi", "-f", &pulled]).await;
     podman(&["pull", "--tls-verify=false", &pulled]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_killed_midway_leaves_nothing_and_is_redone() {
+    let up = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("img");
+    let digest = layout::single(&src, "v1", 11);
+    push_layout(&src, "v1", &format!("{}/crash/app:v1", up.host()), None).await;
+    let manifest = std::fs::read(
+        src.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let big = blobs_of(&manifest)[0].clone();
+    let gate = Gate::start(&up.base).await;
+    gate.throttle(Some(Duration::from_millis(40)));
+    let mut d = Server::start_with(&sync_config(&gate.url, None, ""));
+
+    // SIGKILL while the blob is arriving.
+    let mut r = d.get(&format!("/v2/crash/app/blobs/{big}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.chunk().await.unwrap().is_some());
+    d.kill();
+    assert!(!stored_blob(&d, &big).exists(), "a partial blob is stored");
+
+    // After a restart nothing of it is visible, and a pull fetches it anew.
+    gate.throttle(None);
+    d.restart();
+    assert_eq!(sha256(&d.blob("crash/app", &big).await), big);
+    wait_stored(&d, &big).await;
+    assert_eq!(gate.count("GET", &format!("/v2/crash/app/blobs/{big}")), 2);
+}
