@@ -2,8 +2,7 @@
 //! and blobs first and the tag last, skipping what is here, so an
 //! interrupted pass resumes where it stopped.
 
-use super::upstream::MANIFEST_ACCEPT;
-use super::{header_digest, upstream_err, SyncRegistry};
+use super::{upstream_err, SyncRegistry};
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use std::sync::atomic::Ordering;
@@ -19,32 +18,15 @@ impl Registry {
         tag: &Tag,
     ) -> Result<bool> {
         let reference = Reference::Tag(tag.clone());
-        let head = reg
-            .upstream
-            .request(
-                reqwest::Method::HEAD,
-                source,
-                &format!("manifests/{tag}"),
-                Some(MANIFEST_ACCEPT),
-            )
-            .await
-            .map_err(upstream_err)?;
-        let local = self.tag_target(repo, tag).await?;
-        if let (Some(up), Some(here)) = (header_digest(&head), &local) {
-            if up == *here {
-                return Ok(false);
-            }
+        if self
+            .upstream_unchanged(&reg.upstream, source, repo, &reference)
+            .await?
+        {
+            return Ok(false);
         }
-        let (body, content_type, declared) = self
+        let (body, content_type) = self
             .get_upstream_manifest(&reg.upstream, source, &reference)
             .await?;
-        if let Some(d) = &declared {
-            if Digest::of(d.algorithm(), &body) != *d {
-                return Err(CoreError::Upstream(format!(
-                    "upstream manifest {source}:{tag} does not match its digest"
-                )));
-            }
-        }
         let parsed = berth_oci::manifest::parse(&body, content_type.as_deref())
             .map_err(|e| CoreError::Upstream(format!("upstream manifest: {e}")))?;
         for child in &parsed.manifests {

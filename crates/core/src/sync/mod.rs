@@ -290,36 +290,16 @@ impl Registry {
         reference: &Reference,
         cached_tag: bool,
     ) -> Result<bool> {
-        let tail = format!("manifests/{reference}");
-        if cached_tag {
-            let resp = upstream
-                .request(reqwest::Method::HEAD, source, &tail, Some(MANIFEST_ACCEPT))
-                .await
-                .map_err(upstream_err)?;
-            let local = self
-                .resolve_manifest(repo, reference)
-                .await
-                .ok()
-                .map(|(d, _)| d);
-            if header_digest(&resp).is_some_and(|d| Some(&d) == local.as_ref()) {
-                return Ok(false);
-            }
+        if cached_tag
+            && self
+                .upstream_unchanged(upstream, source, repo, reference)
+                .await?
+        {
+            return Ok(false);
         }
-        let (body, content_type, declared) = self
+        let (body, content_type) = self
             .get_upstream_manifest(upstream, source, reference)
             .await?;
-        let expected = match reference {
-            Reference::Digest(d) => Some(d.clone()),
-            Reference::Tag(_) => declared,
-        };
-        if let Some(d) = &expected {
-            let actual = Digest::of(d.algorithm(), &body);
-            if actual != *d {
-                return Err(CoreError::Upstream(format!(
-                    "upstream manifest {source}:{reference} is {actual}, not {d}"
-                )));
-            }
-        }
         self.store_manifest(repo, reference, content_type.as_deref(), body, false)
             .await
             .map_err(|e| match e {
@@ -332,14 +312,37 @@ impl Registry {
         Ok(true)
     }
 
-    /// GETs a manifest upstream: its bytes (at most the manifest size
-    /// limit), media type, and the digest the upstream declares.
-    async fn get_upstream_manifest(
+    /// Whether the upstream's manifest for a reference (asked with a HEAD)
+    /// is the one stored here under it.
+    pub(super) async fn upstream_unchanged(
+        &self,
+        upstream: &Upstream,
+        source: &str,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<bool> {
+        let resp = upstream
+            .request(
+                reqwest::Method::HEAD,
+                source,
+                &format!("manifests/{reference}"),
+                Some(MANIFEST_ACCEPT),
+            )
+            .await
+            .map_err(upstream_err)?;
+        let local = self.resolve_manifest(repo, reference).await.ok();
+        Ok(header_digest(&resp).is_some_and(|d| local.is_some_and(|(here, _)| here == d)))
+    }
+
+    /// GETs a manifest upstream and checks it: its bytes (at most the
+    /// manifest size limit), which must match the digest asked for, or
+    /// else the digest the upstream declares; and its media type.
+    pub(super) async fn get_upstream_manifest(
         &self,
         upstream: &Upstream,
         source: &str,
         reference: &Reference,
-    ) -> Result<(Bytes, Option<String>, Option<Digest>)> {
+    ) -> Result<(Bytes, Option<String>)> {
         let resp = upstream
             .request(
                 reqwest::Method::GET,
@@ -356,7 +359,19 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
         let body = read_limited(resp, self.options.max_manifest_size).await?;
-        Ok((body, content_type, declared))
+        let expected = match reference {
+            Reference::Digest(d) => Some(d.clone()),
+            Reference::Tag(_) => declared,
+        };
+        if let Some(d) = &expected {
+            let actual = Digest::of(d.algorithm(), &body);
+            if actual != *d {
+                return Err(CoreError::Upstream(format!(
+                    "upstream manifest {source}:{reference} is {actual}, not {d}"
+                )));
+            }
+        }
+        Ok((body, content_type))
     }
 }
 
