@@ -17,8 +17,10 @@
 //!
 //! Renames here need not be durable: after a power loss an object is either
 //! where it was or in `gc-trash/`, from which start-up puts it back.
+//! `hide`, `unhide` and `put_back` are that protocol's moves; retention
+//! uses them too.
 
-use crate::retention::{trash_key, Retention, RetentionReport};
+use crate::retention::{Retention, RetentionReport};
 use crate::{keys, Registry, Result};
 use berth_oci::{Algorithm, Digest, RepoName};
 use berth_storage::Durability;
@@ -83,6 +85,12 @@ pub struct GcReport {
     /// Bytes of content each repository links (at the mark), counting
     /// content shared with other repositories in each.
     pub repo_bytes: Vec<(String, u64)>,
+}
+
+/// Where a hidden object waits: its original key, `/` spelled `~` (no key
+/// component may contain `~`), so an interrupted pass can be undone.
+fn trash_key(trash: &str, original: &str) -> String {
+    format!("{trash}/{}", original.replace('/', "~"))
 }
 
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
@@ -171,6 +179,24 @@ impl Registry {
             );
         }
         Ok(restored)
+    }
+
+    /// Moves an object out of sight into `trash`; `None` if it was gone.
+    pub(crate) async fn hide(&self, key: &str, trash: &str) -> Option<String> {
+        let to = trash_key(trash, key);
+        let moved = self.store.rename(key, &to, Durability::Lazy).await;
+        moved.is_ok().then_some(to)
+    }
+
+    /// Puts a hidden small object (a tag, a link, a referrer entry) back,
+    /// unless a writer has written a new one there meanwhile, which wins:
+    /// created only if absent, never renamed over what a push wrote.
+    pub(crate) async fn unhide(&self, hidden: &str, key: &str) -> Result<()> {
+        if let Some(data) = self.store.get(hidden).await? {
+            self.store.put_if_absent(key, data).await?;
+        }
+        self.store.delete(hidden, Durability::Lazy).await?;
+        Ok(())
     }
 
     /// Puts back what a pass hid in `dir` under keys starting with `prefix`:
@@ -312,30 +338,16 @@ impl Registry {
         for (repo, digests) in &link_candidates {
             for d in digests {
                 pacer.tick().await;
-                let from = keys::layer_link(repo, d);
-                let to = trash_key(&trash, &from);
-                if self
-                    .store
-                    .rename(&from, &to, Durability::Lazy)
-                    .await
-                    .is_ok()
-                {
-                    hidden_links.push((repo.clone(), d.clone(), to));
+                if let Some(at) = self.hide(&keys::layer_link(repo, d), &trash).await {
+                    hidden_links.push((repo.clone(), d.clone(), at));
                 }
             }
         }
         let mut hidden_blobs = Vec::new();
         for (d, size) in &blob_candidates {
             pacer.tick().await;
-            let from = keys::blob(d);
-            let to = trash_key(&trash, &from);
-            if self
-                .store
-                .rename(&from, &to, Durability::Lazy)
-                .await
-                .is_ok()
-            {
-                hidden_blobs.push((d.clone(), *size, to));
+            if let Some(at) = self.hide(&keys::blob(d), &trash).await {
+                hidden_blobs.push((d.clone(), *size, at));
             }
         }
 

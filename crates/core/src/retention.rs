@@ -239,12 +239,6 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Where a hidden object waits: its original key, `/` spelled `~` (no key
-/// component may contain `~`), so an interrupted pass can be undone.
-pub(crate) fn trash_key(trash: &str, original: &str) -> String {
-    format!("{trash}/{}", original.replace('/', "~"))
-}
-
 /// Tags and manifests removed by a pass (or, dry, that would be).
 #[derive(Debug, Clone, Default)]
 pub struct RetentionReport {
@@ -401,24 +395,6 @@ impl Registry {
         // Pushed again since the decision: it stays.
         self.unhide(&hidden, &key).await?;
         Ok(false)
-    }
-
-    /// Moves an object out of sight into `trash`; `None` if it was gone.
-    async fn hide(&self, key: &str, trash: &str) -> Option<String> {
-        let to = trash_key(trash, key);
-        let moved = self.store.rename(key, &to, Durability::Lazy).await;
-        moved.is_ok().then_some(to)
-    }
-
-    /// Puts a hidden small object (a tag, a link, a referrer entry) back,
-    /// unless a writer has written a new one there meanwhile, which wins:
-    /// created only if absent, never renamed over what a push wrote.
-    pub(crate) async fn unhide(&self, hidden: &str, key: &str) -> Result<()> {
-        if let Some(data) = self.store.get(hidden).await? {
-            self.store.put_if_absent(key, data).await?;
-        }
-        self.store.delete(hidden, Durability::Lazy).await?;
-        Ok(())
     }
 
     /// Applies a policy to one repository. Returns what went (or would).
