@@ -14,16 +14,6 @@ fn fixtures() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/idp"))
 }
 
-/// A free loopback port, for the one place a port must be known before the
-/// server starts (the provider registers Berth's exact callback URL).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Idp {
     issuer: String,
     child: Child,
@@ -114,6 +104,26 @@ impl Agent {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    /// Mints an API key with this browser session (a JSON body); returns it.
+    async fn mint_key(&self, base: &str, body: &str) -> String {
+        let r = self
+            .client
+            .post(format!("{base}/zot/auth/apikey"))
+            .header("cookie", self.cookie_header())
+            .header("x-berth-request", "1")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        expect_status(r, StatusCode::CREATED)
+            .await
+            .json_body()
+            .await["apiKey"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     async fn send(
@@ -286,22 +296,7 @@ async fn login_sessions_keys_and_logout() {
         )
         .await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = a
-        .client
-        .post(format!("{base}/zot/auth/apikey"))
-        .header("cookie", a.cookie_header())
-        .header("x-berth-request", "1")
-        .body(r#"{"label":"from-the-browser"}"#)
-        .send()
-        .await
-        .unwrap();
-    let key = expect_status(r, StatusCode::CREATED)
-        .await
-        .json_body()
-        .await["apiKey"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = a.mint_key(&base, r#"{"label":"from-the-browser"}"#).await;
 
     // The key acts with alice's groups from the provider: create, not update.
     s.login(Some(&format!("alice:{key}")));
@@ -383,22 +378,7 @@ async fn login_refuses_forgery_and_open_redirects() {
     let mut d = Agent::new();
     let r = d.login(&base, "/", "carol", "carol-pw").await;
     assert_eq!(r.status(), StatusCode::FOUND);
-    let r = d
-        .client
-        .post(format!("{base}/zot/auth/apikey"))
-        .header("cookie", d.cookie_header())
-        .header("x-berth-request", "1")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let key = expect_status(r, StatusCode::CREATED)
-        .await
-        .json_body()
-        .await["apiKey"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = d.mint_key(&base, "{}").await;
     let r = s
         .send(
             Method::POST,

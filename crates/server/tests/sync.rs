@@ -217,11 +217,7 @@ async fn start_distribution(user: &str, password: &str) -> Distribution {
     )
     .unwrap();
     // distribution takes no port 0: pick a free one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let cfg = dir.path().join("config.yml");
     std::fs::write(
         &cfg,

@@ -377,6 +377,17 @@ impl Drop for Server {
     }
 }
 
+/// A free loopback port, for the few programs that must be told their port
+/// before they start (Prometheus, distribution, an OpenID provider that
+/// registers Berth's exact callback URL); Berth itself binds port 0.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
 /// Asserts the status, showing the body when it differs.
 pub async fn expect_status(r: Response, status: StatusCode) -> Response {
     if r.status() != status {
