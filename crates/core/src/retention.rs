@@ -252,14 +252,17 @@ impl Registry {
     pub fn note_pull(&self, repo: &RepoName, digest: &Digest) {
         let now = unix(SystemTime::now());
         let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
-        let at = pulls
+        // Every manifest GET comes here: no allocation when already noted.
+        if let Some(at) = pulls.get_mut(repo).and_then(|m| m.get_mut(digest)) {
+            if now >= *at + PULL_RESOLUTION {
+                *at = now;
+            }
+            return;
+        }
+        pulls
             .entry(repo.clone())
             .or_default()
-            .entry(digest.clone())
-            .or_insert(0);
-        if now >= *at + PULL_RESOLUTION || *at == 0 {
-            *at = now;
-        }
+            .insert(digest.clone(), now);
     }
 
     /// Writes the pull times noted since the last flush (merged with what

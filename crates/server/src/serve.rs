@@ -284,8 +284,8 @@ fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Re-reads the configuration when its file changes or on SIGHUP.
-/// What the garbage collector runs with; a reload sends a new one.
+/// What the garbage collector and the mirroring loops run with; a reload
+/// sends a new one.
 #[derive(Clone)]
 struct Maintenance {
     gc: Option<crate::config::GcSettings>,
@@ -313,12 +313,14 @@ async fn supervise_sync(registry: Registry, mut plan: tokio::sync::watch::Receiv
             l.abort();
         }
         registry.set_sync(sync.clone());
-        for i in 0..sync.as_ref().map_or(0, |s| s.registries.len()) {
-            let (registry, sync) = (registry.clone(), sync.clone());
-            let Some(sync) = sync else { break };
-            let Some(every) = sync.registries[i].poll_interval else {
-                continue;
-            };
+        let polled = sync.iter().flat_map(|s| {
+            s.registries
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, r)| Some((s.clone(), i, r.poll_interval?)))
+        });
+        for (sync, i, every) in polled {
+            let registry = registry.clone();
             loops.push(tokio::spawn(async move {
                 let reg = &sync.registries[i];
                 loop {
@@ -432,6 +434,7 @@ fn audit_retention(audit: &crate::audit::Audit, r: &berth_core::retention::Reten
     }
 }
 
+/// Re-reads the configuration when its file changes or on SIGHUP.
 async fn watch_config(
     app: App,
     registry: Registry,

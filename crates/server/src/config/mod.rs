@@ -333,10 +333,12 @@ pub fn build_sync(s: &Settings) -> Result<Option<Arc<berth_core::sync::Sync>>, C
     })
 }
 
-/// `extensions.sync`, checked; resolved with its files when `read_files`.
+/// `extensions.sync`, checked. Only with `build` are its files read and
+/// its upstream clients made (loading the system's CA store each time),
+/// so that resolving a configuration stays cheap.
 fn sync(
     s: Option<&types::Sync>,
-    read_files: bool,
+    build: bool,
 ) -> Result<Option<Arc<berth_core::sync::Sync>>, (String, String)> {
     use berth_core::sync::content::{ContentRule, TagFilter};
     use berth_core::sync::upstream::Upstream;
@@ -346,7 +348,7 @@ fn sync(
     };
     let at = "extensions.sync";
     let credentials = match &s.credentials_file {
-        Some(path) if read_files => {
+        Some(path) if build => {
             read_sync_credentials(path).map_err(|m| (format!("{at}.credentialsfile"), m))?
         }
         _ => std::collections::HashMap::new(),
@@ -382,7 +384,7 @@ fn sync(
             ));
         }
         let mut roots = Vec::new();
-        if let Some(dir) = r.cert_dir.as_ref().filter(|_| read_files) {
+        if let Some(dir) = r.cert_dir.as_ref().filter(|_| build) {
             roots = read_cert_dir(dir).map_err(|m| (format!("{at}.certdir"), m))?;
         }
         let mut content = Vec::new();
@@ -409,6 +411,9 @@ fn sync(
                     .map_err(|m| (format!("{at}.content"), m))?,
             );
         }
+        if !build {
+            continue;
+        }
         let upstream = Upstream::new(
             &r.urls,
             credentials.clone(),
@@ -429,7 +434,7 @@ fn sync(
                 .map_or(DEFAULT_MANIFEST_CHECK, |d| d.0),
         });
     }
-    Ok(Some(Arc::new(Sync::new(registries))))
+    Ok(build.then(|| Arc::new(Sync::new(registries))))
 }
 
 /// How often a cached tag is checked upstream when the configuration
