@@ -74,6 +74,9 @@ pub enum CoreError {
     ManifestTooLarge { limit: usize },
     #[error("repository unknown")]
     NameUnknown,
+    /// A create-only tag write found the tag already there.
+    #[error("tag {0} exists and may not be moved")]
+    TagExists(berth_oci::Tag),
     /// Stored content no longer matches its digest (found on read).
     #[error("stored content of {0} is corrupt")]
     Corrupt(Digest),

@@ -27,6 +27,16 @@ pub struct Pushed {
     pub subject: Option<Digest>,
 }
 
+/// How a push may write its tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagWrite {
+    /// Create the tag or move it (the caller may update tags).
+    Overwrite,
+    /// Only create it: exactly one of several racing pushes to a new tag
+    /// wins, the others get [`CoreError::TagExists`] (immutable tags).
+    CreateOnly,
+}
+
 fn parse_digest(bytes: &[u8]) -> Option<Digest> {
     std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
@@ -39,8 +49,9 @@ impl Registry {
         reference: &Reference,
         content_type: Option<&str>,
         body: Bytes,
+        tag_write: TagWrite,
     ) -> Result<Pushed> {
-        self.store_manifest(repo, reference, content_type, body, true)
+        self.store_manifest(repo, reference, content_type, body, true, tag_write)
             .await
     }
 
@@ -54,6 +65,7 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
         strict: bool,
+        tag_write: TagWrite,
     ) -> Result<Pushed> {
         let limit = self.options.max_manifest_size;
         if body.len() > limit {
@@ -165,16 +177,22 @@ impl Registry {
             None => None,
         };
         if let Reference::Tag(tag) = reference {
-            // Always written, even when unchanged: its time is the push
-            // time retention judges by, and it tells retention that the
-            // tag it decided to remove has been pushed again.
-            self.store
-                .put(
-                    &keys::tag(repo, tag),
-                    Bytes::from(digest.to_string()),
-                    Durability::Durable,
-                )
-                .await?;
+            let key = keys::tag(repo, tag);
+            let target = Bytes::from(digest.to_string());
+            match tag_write {
+                // Always written, even when unchanged: its time is the push
+                // time retention judges by, and it tells retention that the
+                // tag it decided to remove has been pushed again.
+                TagWrite::Overwrite => self.store.put(&key, target, Durability::Durable).await?,
+                // The store decides who was first, not an earlier look.
+                // The loser's manifest stays linked by digest (content it
+                // was allowed to create); only the tag is refused.
+                TagWrite::CreateOnly => {
+                    if !self.store.put_if_absent(&key, target).await? {
+                        return Err(CoreError::TagExists(tag.clone()));
+                    }
+                }
+            }
         }
         // Garbage collection and retention hide, then look for links and
         // tags; so after linking and tagging, look again and restore what

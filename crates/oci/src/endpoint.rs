@@ -134,8 +134,10 @@ pub enum RouteError {
     NameInvalid,
     DigestInvalid,
     DigestUnsupported,
-    /// A tag that breaks the grammar.
+    /// A tag that breaks the grammar, in a write.
     ReferenceInvalid,
+    /// A tag that breaks the grammar, in a read: no such manifest can exist.
+    ManifestUnknown,
     UploadUnknown,
     /// A known resource, but not with this method. Carries the allowed ones.
     MethodNotAllowed(&'static str),
@@ -148,7 +150,8 @@ impl RouteError {
             RouteError::NameInvalid => ErrorCode::NameInvalid,
             RouteError::DigestInvalid => ErrorCode::DigestInvalid,
             RouteError::DigestUnsupported => ErrorCode::Unsupported,
-            RouteError::ReferenceInvalid => ErrorCode::ManifestInvalid,
+            RouteError::ReferenceInvalid => ErrorCode::TagInvalid,
+            RouteError::ManifestUnknown => ErrorCode::ManifestUnknown,
             RouteError::UploadUnknown => ErrorCode::BlobUploadUnknown,
             RouteError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
         }
@@ -230,7 +233,14 @@ pub fn parse_route(path: &str) -> Result<Route, RouteError> {
 /// Parses method and path into an endpoint.
 pub fn parse(method: Method, path: &str) -> Result<Endpoint, RouteError> {
     use Method::*;
-    let route = parse_route(path)?;
+    let route = match parse_route(path) {
+        // Nothing can be stored under a tag outside the grammar, so a read
+        // of one is a read of a manifest that does not exist.
+        Err(RouteError::ReferenceInvalid) if matches!(method, Get | Head) => {
+            return Err(RouteError::ManifestUnknown)
+        }
+        other => other?,
+    };
     let not_allowed = |allow| Err(RouteError::MethodNotAllowed(allow));
     match route {
         Route::Base => match method {
@@ -388,10 +398,22 @@ mod tests {
             parse(Method::Get, "/v2/a/blobs/md5:abc"),
             Err(RouteError::DigestUnsupported)
         );
-        assert_eq!(
-            parse(Method::Get, "/v2/a/manifests/-bad"),
-            Err(RouteError::ReferenceInvalid)
-        );
+        // A tag outside the grammar: a read finds nothing (404), a write
+        // is refused (400 TAG_INVALID).
+        for m in [Method::Get, Method::Head] {
+            assert_eq!(
+                parse(m, "/v2/a/manifests/-bad"),
+                Err(RouteError::ManifestUnknown)
+            );
+        }
+        for m in [Method::Put, Method::Delete] {
+            assert_eq!(
+                parse(m, "/v2/a/manifests/-bad"),
+                Err(RouteError::ReferenceInvalid)
+            );
+        }
+        assert_eq!(RouteError::ManifestUnknown.code().status(), 404);
+        assert_eq!(RouteError::ReferenceInvalid.code().code(), "TAG_INVALID");
         assert_eq!(
             parse(Method::Get, "/v2/a/blobs/uploads/../x"),
             Err(RouteError::NotFound)

@@ -26,6 +26,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A pull-through upstream failed or sent bad data (status 502).
     UpstreamFailed,
+    /// A tag that breaks the grammar, in a write (status 400).
+    TagInvalid,
+    /// The store has no room left (status 507); retrying later may work.
+    StorageFull,
 }
 
 impl ErrorCode {
@@ -50,6 +54,8 @@ impl ErrorCode {
             ErrorCode::ManifestTooLarge => "SIZE_INVALID",
             ErrorCode::MethodNotAllowed => "UNSUPPORTED",
             ErrorCode::UpstreamFailed => "UNKNOWN",
+            ErrorCode::TagInvalid => "TAG_INVALID",
+            ErrorCode::StorageFull => "UNKNOWN",
         }
     }
 
@@ -66,6 +72,7 @@ impl ErrorCode {
             | ErrorCode::ManifestInvalid
             | ErrorCode::NameInvalid
             | ErrorCode::SizeInvalid
+            | ErrorCode::TagInvalid
             | ErrorCode::Unsupported => 400,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
@@ -74,6 +81,7 @@ impl ErrorCode {
             ErrorCode::RangeInvalid => 416,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::UpstreamFailed => 502,
+            ErrorCode::StorageFull => 507,
         }
     }
 
@@ -100,6 +108,8 @@ impl ErrorCode {
             ErrorCode::ManifestTooLarge => "manifest exceeds the size limit",
             ErrorCode::MethodNotAllowed => "method not allowed on this endpoint",
             ErrorCode::UpstreamFailed => "the upstream registry failed",
+            ErrorCode::TagInvalid => "manifest tag is not a valid tag",
+            ErrorCode::StorageFull => "the registry's storage is full",
         }
     }
 }

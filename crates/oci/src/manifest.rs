@@ -105,6 +105,10 @@ pub enum ManifestError {
     MissingConfig,
     #[error("index has no manifests list")]
     MissingManifests,
+    /// Fields of both an image manifest and an index: which one it is would
+    /// depend on who reads it (the class of CVE-2021-41190).
+    #[error("document has both manifests and config/layers: ambiguous")]
+    Ambiguous,
 }
 
 fn kind_of(media_type: &str) -> Option<Kind> {
@@ -148,6 +152,14 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
     };
     let kind =
         kind_of(&media_type).ok_or_else(|| ManifestError::UnknownMediaType(media_type.clone()))?;
+    // A document read one way by Berth must not read another way elsewhere.
+    let foreign = match kind {
+        Kind::Image => raw.manifests.is_some(),
+        Kind::Index => raw.config.is_some() || raw.layers.is_some(),
+    };
+    if foreign {
+        return Err(ManifestError::Ambiguous);
+    }
     let mut m = Manifest {
         kind,
         media_type,
@@ -258,6 +270,33 @@ mod tests {
             parse(negative.as_bytes(), None),
             Err(ManifestError::Syntax(_))
         ));
+        // Both shapes at once (CVE-2021-41190): refused whatever the
+        // Content-Type or mediaType field says.
+        let parts = format!(
+            r#""config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":0}},"layers":[],"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":3}}]"#
+        );
+        let both = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{parts}}}"#);
+        let bare = format!(r#"{{"schemaVersion":2,{parts}}}"#);
+        for (body, ct) in [
+            (&both, None),
+            (&bare, None),
+            (&bare, Some(OCI_INDEX)),
+            (&bare, Some(OCI_MANIFEST)),
+            (&bare, Some(DOCKER_LIST)),
+        ] {
+            assert_eq!(
+                parse(body.as_bytes(), ct).unwrap_err(),
+                ManifestError::Ambiguous,
+                "{ct:?} {body}"
+            );
+        }
+        let index_with_layers = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"layers":[]}}"#
+        );
+        assert_eq!(
+            parse(index_with_layers.as_bytes(), None).unwrap_err(),
+            ManifestError::Ambiguous
+        );
         let other = r#"{"schemaVersion":2,"mediaType":"text/plain"}"#;
         assert!(matches!(
             parse(other.as_bytes(), None),

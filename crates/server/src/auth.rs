@@ -15,6 +15,7 @@ use berth_auth::htpasswd::Htpasswd;
 use berth_auth::policy::{PolicySpec, RepoSpec, RuleSpec};
 use berth_auth::{Action, Identity, Method, Policy};
 use berth_core::accounts::RecordKind;
+use berth_core::manifests::TagWrite;
 use berth_core::Registry;
 use berth_oci::endpoint::Query;
 use berth_oci::{Endpoint, ErrorCode, Reference, RepoName};
@@ -22,6 +23,10 @@ use http::{header, HeaderMap};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// The tag zot lets `create` move (its authorization exempts it from
+/// `update`).
+pub const LATEST: &str = "latest";
 
 /// What the authorization step hands to the handler.
 #[derive(Debug, Clone)]
@@ -33,6 +38,9 @@ pub struct Access {
     /// Whether a mount's `from` repository is readable by the caller; when
     /// not, the mount is ignored and a plain upload session opened.
     pub mount_source_readable: bool,
+    /// How a manifest PUT may write its tag: a caller without `update`
+    /// only creates it, and the store decides which racing push was first.
+    pub tag_write: TagWrite,
 }
 
 /// API keys by hash, loaded from the registry's store at start.
@@ -376,7 +384,13 @@ impl Auth {
             return Ok(());
         }
         tracing::debug!(user = ?who.user, %action, repo, reason = %d.reason, "denied");
-        let e = if who.is_anonymous() {
+        Err(self.fail(self.refusal(who, action, repo)).await)
+    }
+
+    /// The answer to `who` not being allowed `action` on `repo`: 401 with a
+    /// challenge for anonymous callers, 403 DENIED for everyone else.
+    pub fn refusal(&self, who: &Identity, action: Action, repo: &str) -> ApiError {
+        if who.is_anonymous() {
             self.unauthorized("authentication required")
         } else {
             ApiError::with_detail(
@@ -384,8 +398,7 @@ impl Auth {
                 format!("{action} on {repo} is not allowed"),
             )
             .header(header::WWW_AUTHENTICATE, self.challenge())
-        };
-        Err(self.fail(e).await)
+        }
     }
 
     /// The single authorization decision for a `/v2` request.
@@ -402,6 +415,7 @@ impl Auth {
             identity,
             mount_anywhere: !self.enabled,
             mount_source_readable: true,
+            tag_write: TagWrite::Overwrite,
         };
         let repo = match ep {
             // The base endpoint only tells a client whether to log in: when
@@ -422,21 +436,24 @@ impl Auth {
                 .to_owned(),
         };
         let action = match ep {
-            Endpoint::PutManifest { repo: r, reference } => match reference {
-                Reference::Tag(t) => {
-                    let exists = registry
-                        .tag_target(r, t)
-                        .await
-                        .map_err(ApiError::from)?
-                        .is_some();
-                    if exists {
-                        Action::Update
-                    } else {
-                        Action::Create
-                    }
+            // As in zot, `latest` is exempt: re-pushing it needs only
+            // `create`, so CI that moves `:latest` keeps working.
+            Endpoint::PutManifest {
+                repo: r,
+                reference: Reference::Tag(t),
+            } if t.as_str() != LATEST => {
+                let exists = registry
+                    .tag_target(r, t)
+                    .await
+                    .map_err(ApiError::from)?
+                    .is_some();
+                if exists {
+                    Action::Update
+                } else {
+                    Action::Create
                 }
-                Reference::Digest(_) => Action::Create,
-            },
+            }
+            Endpoint::PutManifest { .. } => Action::Create,
             Endpoint::DeleteManifest { .. }
             | Endpoint::DeleteBlob { .. }
             | Endpoint::CancelUpload { .. } => Action::Delete,
@@ -446,9 +463,24 @@ impl Auth {
             _ => Action::Read,
         };
         self.require(&identity, action, &repo).await?;
+        let mut granted = access(identity);
+        // The tag looked new a moment ago; a caller who may not update it
+        // must not win by racing another push to it: create-once.
+        if let Endpoint::PutManifest {
+            reference: Reference::Tag(t),
+            ..
+        } = ep
+        {
+            let may_update = self
+                .policy
+                .decide(&granted.identity, Action::Update, &repo)
+                .allowed;
+            if t.as_str() != LATEST && !may_update {
+                granted.tag_write = TagWrite::CreateOnly;
+            }
+        }
         // A mount also reads its source; without that right the client just
         // uploads the blob (no error, no hint whether the source has it).
-        let mut granted = access(identity);
         if let (Endpoint::StartUpload { .. }, Some(_), Some(from)) =
             (ep, query.get("mount"), query.get("from"))
         {

@@ -102,6 +102,12 @@ impl From<CoreError> for ApiError {
                 format!("manifests are limited to {limit} bytes"),
             ),
             C::NameUnknown => ApiError::code(E::NameUnknown),
+            // The same answer as a push to a tag that existed when it was
+            // authorized: moving it needs `update`.
+            C::TagExists(tag) => ApiError::with_detail(
+                E::Denied,
+                format!("tag {tag} exists; moving it needs the update right"),
+            ),
             C::Body(e) => {
                 ApiError::with_detail(E::BlobUploadInvalid, format!("request body failed: {e}"))
             }

@@ -90,10 +90,15 @@ fn explain(
     let d = policy.decide(&who, action, repo);
     let verdict = if d.allowed { "ALLOW" } else { "DENY" };
     let name = who.user.as_deref().unwrap_or("anonymous");
-    Ok(format!(
-        "{verdict}: {name} {action} {repo}\n  because {}",
-        d.reason
-    ))
+    let mut text = format!("{verdict}: {name} {action} {repo}\n  because {}", d.reason);
+    if matches!(action, Action::Create | Action::Update) {
+        text.push_str(
+            "\n  note: a push to an existing tag needs update, except the tag \"latest\", \
+             which create may move (as in zot); without update, racing pushes to a new tag \
+             create it once and the others are denied",
+        );
+    }
+    Ok(text)
 }
 
 use config::settings_from;

@@ -217,8 +217,23 @@ async fn handle(
             let limit = reg.options().max_manifest_size;
             let bytes = read_manifest_body(body, headers, limit).await?;
             let pushed = reg
-                .put_manifest(&repo, &reference, content_type.as_deref(), bytes)
-                .await?;
+                .put_manifest(
+                    &repo,
+                    &reference,
+                    content_type.as_deref(),
+                    bytes,
+                    access.tag_write,
+                )
+                .await
+                .map_err(|e| match e {
+                    // Another push created the tag first: the same answer as
+                    // a push to a tag that existed when it was authorized.
+                    CoreError::TagExists(_) => {
+                        app.auth()
+                            .refusal(&access.identity, Action::Update, repo.as_str())
+                    }
+                    e => e.into(),
+                })?;
             let mut resp = empty(StatusCode::CREATED);
             let h = resp.headers_mut();
             set(

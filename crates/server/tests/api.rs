@@ -150,14 +150,22 @@ async fn manifests_by_tag_and_digest() {
         manifest
     );
 
-    // Unknown references.
-    for reference in ["nope", &sha256(b"nope")] {
+    // Unknown references; a tag outside the grammar names nothing either
+    // (404 as distribution and zot answer; the v1.1.1 conformance suite
+    // asks for it).
+    for reference in ["nope", &sha256(b"nope"), "-not-a-tag", ".x"] {
         let r = s.get(&format!("/v2/app/web/manifests/{reference}")).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(error_code(r).await, "MANIFEST_UNKNOWN");
         let r = s.head(&format!("/v2/app/web/manifests/{reference}")).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
+    // A write to such a tag is refused as a bad tag.
+    let r = s
+        .put_manifest("app/web", "-not-a-tag", OCI_MANIFEST, &manifest)
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(r).await, "TAG_INVALID");
     // A manifest is per repository.
     assert_eq!(
         s.get(&format!("/v2/app/other/manifests/{digest}"))
@@ -199,6 +207,10 @@ async fn manifest_validation() {
         StatusCode::CREATED
     );
 
+    let ambiguous = format!(
+        r#"{{"schemaVersion":2,"config":{{"mediaType":"{OCI_CONFIG}","digest":"{cfg}","size":2}},"layers":[],"manifests":[]}}"#
+    )
+    .into_bytes();
     for (body, ct) in [
         (b"not json".to_vec(), OCI_MANIFEST),
         (
@@ -211,6 +223,11 @@ async fn manifest_validation() {
             OCI_MANIFEST,
         ),
         (image(&cfg, OCI_LAYER), OCI_INDEX),
+        // Both an index's and an image's fields (CVE-2021-41190): refused
+        // whichever type the header names, and with no type at all.
+        (ambiguous.clone(), OCI_MANIFEST),
+        (ambiguous.clone(), OCI_INDEX),
+        (ambiguous, ""),
     ] {
         let r = s.put_manifest("val", "bad", ct, &body).await;
         assert_eq!(

@@ -482,6 +482,7 @@ fn policy_explain_names_the_rule() {
         out.starts_with("ALLOW") && out.contains("policies[0]"),
         "{out}"
     );
+    assert!(out.contains("except the tag \"latest\""), "{out}");
     let out = run(&[
         "--user",
         "admin",
@@ -493,6 +494,66 @@ fn policy_explain_names_the_rule() {
     assert!(out.contains("adminPolicy"), "{out}");
     let out = run(&["--action", "read", "--repo", "app/web"]);
     assert!(out.contains("anonymousPolicy"), "{out}");
+}
+
+/// With `read`+`create` and no `update`, a new tag is created once: of
+/// racing pushes of different manifests exactly one wins, the others are
+/// denied as a push to an existing tag is, and the tag names the winner.
+#[tokio::test]
+async fn immutable_tag_race_has_one_winner() {
+    let (s, _dir) = start();
+    s.login(Some("ci:ci-pw"));
+    let mut manifests = Vec::new();
+    for i in 0..8 {
+        manifests.push(
+            s.push_image("race/app", &format!("seed-{i}"), 10 + i, 1)
+                .await,
+        );
+    }
+    for trial in 0..10 {
+        let tag = format!("release-{trial}");
+        let puts = manifests
+            .iter()
+            .map(|(m, _)| s.put_manifest("race/app", &tag, OCI_MANIFEST, m));
+        let answers = futures_util::future::join_all(puts).await;
+        let mut winners = Vec::new();
+        for (i, r) in answers.into_iter().enumerate() {
+            if r.status() == StatusCode::CREATED {
+                winners.push(i);
+            } else {
+                forbidden(r).await;
+            }
+        }
+        assert_eq!(winners.len(), 1, "trial {trial}: winners {winners:?}");
+        let r = s.get(&format!("/v2/race/app/manifests/{tag}")).await;
+        assert_eq!(
+            header(&r, "docker-content-digest"),
+            manifests[winners[0]].1,
+            "trial {trial}"
+        );
+    }
+}
+
+/// zot exempts `latest` from the update check: CI may move it with
+/// `create` alone, while other tags stay immutable.
+#[tokio::test]
+async fn latest_moves_with_create() {
+    let (s, _dir) = start();
+    s.login(Some("ci:ci-pw"));
+    s.push_image("app/cli", "latest", 1, 1).await;
+    let (_, second) = s.push_image("app/cli", "latest", 2, 1).await;
+    let r = s.get("/v2/app/cli/manifests/latest").await;
+    assert_eq!(header(&r, "docker-content-digest"), second);
+    let (first, _) = s.push_image("app/cli", "v1", 3, 1).await;
+    let (other, _) = s.push_image("app/cli", "v2", 4, 1).await;
+    forbidden(s.put_manifest("app/cli", "v1", OCI_MANIFEST, &other).await).await;
+    assert_eq!(
+        header(
+            &s.get("/v2/app/cli/manifests/v1").await,
+            "docker-content-digest"
+        ),
+        sha256(&first)
+    );
 }
 
 #[tokio::test]

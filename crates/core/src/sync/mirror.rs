@@ -3,6 +3,7 @@
 //! interrupted pass resumes where it stopped.
 
 use super::{upstream_err, SyncRegistry};
+use crate::manifests::TagWrite;
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use std::sync::atomic::Ordering;
@@ -34,8 +35,15 @@ impl Registry {
                 .await?;
         }
         self.mirror_blobs(reg, source, repo, &parsed.blobs).await?;
-        self.store_manifest(repo, &reference, content_type.as_deref(), body, true)
-            .await?;
+        self.store_manifest(
+            repo,
+            &reference,
+            content_type.as_deref(),
+            body,
+            true,
+            TagWrite::Overwrite,
+        )
+        .await?;
         self.sync_stats.mirrored.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }

@@ -31,6 +31,7 @@ pub mod upstream;
 
 pub use blobs::{BlobSource, Want};
 
+use crate::manifests::TagWrite;
 use crate::{CoreError, Registry, Result};
 use berth_oci::{Digest, Reference, RepoName};
 use bytes::Bytes;
@@ -300,14 +301,21 @@ impl Registry {
         let (body, content_type) = self
             .get_upstream_manifest(upstream, source, reference)
             .await?;
-        self.store_manifest(repo, reference, content_type.as_deref(), body, false)
-            .await
-            .map_err(|e| match e {
-                CoreError::ManifestInvalid(m) => {
-                    CoreError::Upstream(format!("upstream manifest {source}:{reference}: {m}"))
-                }
-                e => e,
-            })?;
+        self.store_manifest(
+            repo,
+            reference,
+            content_type.as_deref(),
+            body,
+            false,
+            TagWrite::Overwrite,
+        )
+        .await
+        .map_err(|e| match e {
+            CoreError::ManifestInvalid(m) => {
+                CoreError::Upstream(format!("upstream manifest {source}:{reference}: {m}"))
+            }
+            e => e,
+        })?;
         tracing::info!(repository = %repo, %reference, upstream = source, "fetched manifest from upstream");
         Ok(true)
     }
