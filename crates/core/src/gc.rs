@@ -17,11 +17,12 @@
 //!
 //! Renames here need not be durable: after a power loss an object is either
 //! where it was or in `gc-trash/`, from which start-up puts it back.
-//! `hide`, `unhide` and `put_back` are that protocol's moves; retention
-//! uses them too.
+//! `hide` and `restore` are that protocol's moves (`restore` is the one
+//! way back, for both collectors); retention uses them too.
 
+use crate::lease::Lease;
 use crate::retention::{Retention, RetentionReport};
-use crate::{keys, Registry, Result};
+use crate::{keys, CoreError, Registry, Result};
 use berth_oci::{Algorithm, Digest, RepoName};
 use berth_storage::Durability;
 use std::collections::{BTreeMap, HashSet};
@@ -42,30 +43,28 @@ pub struct GcOptions {
     pub pace: f64,
 }
 
-/// Keeps a pass to its share of the time.
-struct Pacer {
+/// Keeps a pass to its share of the time, and its lease fresh.
+struct Pacer<'a> {
     pace: f64,
     since: std::time::Instant,
+    registry: &'a Registry,
+    lease: Lease,
 }
 
-impl Pacer {
-    fn new(pace: f64) -> Pacer {
-        Pacer {
-            pace: pace.clamp(0.01, 1.0),
-            since: std::time::Instant::now(),
-        }
-    }
-
-    /// Called often; sleeps after each burst of about 20 ms of work.
-    async fn tick(&mut self) {
+impl Pacer<'_> {
+    /// Called often; sleeps after each burst of about 20 ms of work, and
+    /// fails if another collector took the lease over.
+    async fn tick(&mut self) -> Result<()> {
+        self.registry.keep_lease(&mut self.lease).await?;
         if self.pace >= 1.0 {
-            return;
+            return Ok(());
         }
         let worked = self.since.elapsed();
         if worked >= Duration::from_millis(20) {
             tokio::time::sleep(worked.mul_f64(1.0 / self.pace - 1.0)).await;
             self.since = std::time::Instant::now();
         }
+        Ok(())
     }
 }
 
@@ -164,8 +163,21 @@ impl Registry {
 
     /// Puts back everything a pass hid and did not finish with (a pass
     /// interrupted by a crash). Run at start-up and before each pass; what
-    /// is really garbage is simply collected again.
+    /// is really garbage is simply collected again. While another pass
+    /// holds the lease this does nothing (`Ok(0)`): its hidden objects are
+    /// its own, and if it died, the pass that takes its lease over recovers.
     pub async fn recover_gc_trash(&self) -> Result<usize> {
+        let lease = match self.take_lease().await {
+            Ok(l) => l,
+            Err(CoreError::Busy) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let out = self.recover_trash().await;
+        self.release_lease(lease).await?;
+        out
+    }
+
+    async fn recover_trash(&self) -> Result<usize> {
         let mut restored = 0;
         for pass in self.store.list(keys::GC_TRASH).await? {
             let dir = format!("{}/{}", keys::GC_TRASH, pass.name);
@@ -188,20 +200,33 @@ impl Registry {
         moved.is_ok().then_some(to)
     }
 
-    /// Puts a hidden small object (a tag, a link, a referrer entry) back,
-    /// unless a writer has written a new one there meanwhile, which wins:
-    /// created only if absent, never renamed over what a push wrote.
-    pub(crate) async fn unhide(&self, hidden: &str, key: &str) -> Result<()> {
-        if let Some(data) = self.store.get(hidden).await? {
-            self.store.put_if_absent(key, data).await?;
-        }
+    /// Puts one hidden object back at `key`: the only way anything hidden
+    /// returns. What a writer wrote at `key` meanwhile always wins and the
+    /// hidden copy is dropped: content is renamed back only where absent
+    /// (the same digest is the same bytes, whoever wrote them), small
+    /// objects (tags, links, referrer entries) are created only if absent,
+    /// never renamed over a writer's fresh one (which would make it look
+    /// old to the next pass). Returns whether the hidden copy went back.
+    pub(crate) async fn restore(&self, hidden: &str, key: &str) -> Result<bool> {
+        let back = if self.store.stat(key).await?.is_some() {
+            false
+        } else if key.starts_with(keys::BLOBS) {
+            match self.store.rename(hidden, key, Durability::Lazy).await {
+                Ok(()) => return Ok(true),
+                Err(berth_storage::StorageError::NotFound) => false,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            match self.store.get(hidden).await? {
+                Some(data) => self.store.put_if_absent(key, data).await?,
+                None => false,
+            }
+        };
         self.store.delete(hidden, Durability::Lazy).await?;
-        Ok(())
+        Ok(back)
     }
 
-    /// Puts back what a pass hid in `dir` under keys starting with `prefix`:
-    /// content by a rename (the same digest is the same bytes, whoever
-    /// wrote it), small objects only where no writer has put a new one.
+    /// Puts back what a pass hid in `dir` under keys starting with `prefix`.
     async fn put_back(&self, dir: &str, prefix: &str) -> Result<usize> {
         let mut restored = 0;
         for e in self.store.list(dir).await? {
@@ -210,28 +235,41 @@ impl Registry {
             {
                 continue;
             }
-            let at = format!("{dir}/{}", e.name);
-            if self.store.stat(&original).await?.is_some() {
-                self.store.delete(&at, Durability::Lazy).await?;
-                continue;
+            if self
+                .restore(&format!("{dir}/{}", e.name), &original)
+                .await?
+            {
+                restored += 1;
             }
-            if original.starts_with(keys::BLOBS) {
-                self.store.rename(&at, &original, Durability::Lazy).await?;
-            } else {
-                self.unhide(&at, &original).await?;
-            }
-            restored += 1;
         }
         Ok(restored)
     }
 
-    /// One pass. `progress` gets a line now and then.
-    pub async fn gc(&self, opts: GcOptions, mut progress: impl FnMut(&str)) -> Result<GcReport> {
-        self.recover_gc_trash().await?;
+    /// One pass. `progress` gets a line now and then. Fails with
+    /// `CoreError::Busy`, changing nothing, while another pass holds the
+    /// store.
+    pub async fn gc(&self, opts: GcOptions, progress: impl FnMut(&str)) -> Result<GcReport> {
+        let mut pacer = Pacer {
+            pace: opts.pace.clamp(0.01, 1.0),
+            since: std::time::Instant::now(),
+            registry: self,
+            lease: self.take_lease().await?,
+        };
+        let out = self.gc_pass(opts, progress, &mut pacer).await;
+        self.release_lease(pacer.lease).await?;
+        out
+    }
+
+    async fn gc_pass(
+        &self,
+        opts: GcOptions,
+        mut progress: impl FnMut(&str),
+        pacer: &mut Pacer<'_>,
+    ) -> Result<GcReport> {
+        self.recover_trash().await?;
         let cutoff = SystemTime::now()
             .checked_sub(opts.delay)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut pacer = Pacer::new(opts.pace);
         let mut report = GcReport::default();
         let repos: Vec<RepoName> = self.repositories().await?;
         report.repositories = repos.len();
@@ -244,7 +282,7 @@ impl Registry {
             }
             let dry = opts.dry_run || retention.dry_run;
             for repo in &repos {
-                pacer.tick().await;
+                pacer.tick().await?;
                 match self.retain_repo(repo, retention, dry, &trash).await {
                     Ok(r) => {
                         report.retention.tags_removed.extend(r.tags_removed);
@@ -294,7 +332,7 @@ impl Registry {
                 }
             }
             in_use.extend(manifests);
-            pacer.tick().await;
+            pacer.tick().await?;
             if i % 100 == 99 {
                 progress(&format!("marked {} of {} repositories", i + 1, repos.len()));
             }
@@ -308,7 +346,7 @@ impl Registry {
                         continue;
                     };
                     report.blobs_seen += 1;
-                    pacer.tick().await;
+                    pacer.tick().await?;
                     let key = keys::blob(&d);
                     if !in_use.contains(&d) && self.older_than(&key, cutoff).await? {
                         let size = self.store.stat(&key).await?.unwrap_or(0);
@@ -337,7 +375,7 @@ impl Registry {
         let mut hidden_links = Vec::new();
         for (repo, digests) in &link_candidates {
             for d in digests {
-                pacer.tick().await;
+                pacer.tick().await?;
                 if let Some(at) = self.hide(&keys::layer_link(repo, d), &trash).await {
                     hidden_links.push((repo.clone(), d.clone(), at));
                 }
@@ -345,7 +383,7 @@ impl Registry {
         }
         let mut hidden_blobs = Vec::new();
         for (d, size) in &blob_candidates {
-            pacer.tick().await;
+            pacer.tick().await?;
             if let Some(at) = self.hide(&keys::blob(d), &trash).await {
                 hidden_blobs.push((d.clone(), *size, at));
             }
@@ -358,11 +396,10 @@ impl Registry {
             if !referenced_now.contains_key(repo) {
                 referenced_now.insert(repo.clone(), self.referenced_by_manifests(repo).await?);
             }
-            let live_link = self.store.stat(&keys::layer_link(repo, d)).await?.is_some();
+            let link = keys::layer_link(repo, d);
+            let live_link = self.store.stat(&link).await?.is_some();
             if live_link || referenced_now[repo].contains(d) {
-                self.store
-                    .rename(at, &keys::layer_link(repo, d), Durability::Lazy)
-                    .await?;
+                self.restore(at, &link).await?;
                 report.restored += 1;
             } else {
                 report.links_removed.push((repo.to_string(), d.clone()));
@@ -372,15 +409,13 @@ impl Registry {
             let mut linked_now: HashSet<Digest> = HashSet::new();
             let repos: Vec<RepoName> = self.repositories().await?;
             for repo in &repos {
-                pacer.tick().await;
+                pacer.tick().await?;
                 linked_now.extend(self.linked(repo, keys::LAYERS).await?);
                 linked_now.extend(self.linked(repo, keys::MANIFESTS).await?);
             }
             for (d, size, at) in &hidden_blobs {
                 if linked_now.contains(d) {
-                    self.store
-                        .rename(at, &keys::blob(d), Durability::Lazy)
-                        .await?;
+                    self.restore(at, &keys::blob(d)).await?;
                     report.restored += 1;
                 } else {
                     report.blobs_removed.push(d.clone());

@@ -4,6 +4,8 @@
 //! blobs/<alg>/<hex[0..2]>/<hex>                  content, shared by all repositories
 //! quarantine/<alg>/<hex>                         content scrub found corrupt (never served)
 //! gc-trash/<pass>/<n>                            what a GC pass has hidden, pending its re-check
+//! gc-lease                                       the collection pass holding the store (see lease)
+//! gc-lease-stale/<id>                            a stale lease being taken over (momentarily)
 //! repositories/<name>/_layers/<alg>/<hex>        blob belongs to the repository (empty)
 //! repositories/<name>/_manifests/<alg>/<hex>     manifest belongs to it (holds its media type)
 //! repositories/<name>/_tags/<tag>                tag (holds the manifest digest)
@@ -32,6 +34,8 @@ pub const SESSIONS: &str = "auth/sessions";
 pub const BLOBS: &str = "blobs";
 pub const QUARANTINE: &str = "quarantine";
 pub const GC_TRASH: &str = "gc-trash";
+pub const GC_LEASE: &str = "gc-lease";
+pub const GC_LEASE_STALE: &str = "gc-lease-stale";
 
 pub fn blob(d: &Digest) -> String {
     format!(

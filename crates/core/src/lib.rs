@@ -29,6 +29,7 @@ pub mod accounts;
 pub mod blobs;
 pub mod gc;
 pub mod keys;
+pub mod lease;
 pub mod listing;
 pub mod manifests;
 pub mod retention;
@@ -74,6 +75,9 @@ pub enum CoreError {
     ManifestTooLarge { limit: usize },
     #[error("repository unknown")]
     NameUnknown,
+    /// Another collection pass holds the store (see [`lease`]).
+    #[error("another garbage collection pass is running on this store")]
+    Busy,
     /// A create-only tag write found the tag already there.
     #[error("tag {0} exists and may not be moved")]
     TagExists(berth_oci::Tag),

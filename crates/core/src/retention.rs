@@ -396,7 +396,7 @@ impl Registry {
             return Ok(true);
         }
         // Pushed again since the decision: it stays.
-        self.unhide(&hidden, &key).await?;
+        self.restore(&hidden, &key).await?;
         Ok(false)
     }
 
@@ -574,9 +574,9 @@ impl Registry {
         for (d, at, entry) in hidden {
             let link = keys::manifest_link(repo, &d);
             if in_use.contains(&d) {
-                self.unhide(&at, &link).await?;
+                self.restore(&at, &link).await?;
                 if let Some((key, at)) = entry {
-                    self.unhide(&at, &key).await?;
+                    self.restore(&at, &key).await?;
                 }
                 continue;
             }

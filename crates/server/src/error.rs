@@ -113,6 +113,7 @@ impl From<CoreError> for ApiError {
             }
             C::Upstream(d) => ApiError::with_detail(E::UpstreamFailed, d),
             C::Storage(e) => ApiError::Internal(e.to_string()),
+            C::Busy => ApiError::Internal("a collection pass holds the store".into()),
             C::Corrupt(d) => {
                 ApiError::Internal(format!("stored content of {d} is corrupt; run scrub"))
             }

@@ -408,6 +408,9 @@ async fn collect_garbage(
                     );
                 }
             }
+            Err(berth_core::CoreError::Busy) => tracing::info!(
+                "garbage collection skipped: another pass (a berth gc?) holds the store"
+            ),
             Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
     }

@@ -9,7 +9,10 @@
 //! - [`fs::FsBackend`]: a directory on a local filesystem; atomic renames,
 //!   fsync of data and directories when asked to be durable.
 //! - [`mem::MemBackend`]: an in-memory store for tests.
-//! - [`suite`]: the behaviour every backend must show, run against each.
+//! - `suite`: the behaviour every backend must show, run against each, and
+//!   `pause`: a wrapper that stops chosen operations so tests can drive
+//!   interleavings. Both only with the `testing` feature (never in the
+//!   server).
 //!
 //! Two kinds of objects exist. Plain objects are written whole with
 //! [`Backend::put`] (small: tags, links, manifests). Large content is staged:
@@ -19,6 +22,9 @@
 
 pub mod fs;
 pub mod mem;
+#[cfg(feature = "testing")]
+pub mod pause;
+#[cfg(any(test, feature = "testing"))]
 pub mod suite;
 
 use bytes::Bytes;

@@ -1,0 +1,110 @@
+//! One collection pass at a time per store. A pass (garbage collection with
+//! retention, or the start-up recovery of an interrupted one) holds a lease:
+//! an object created once at `gc-lease`, refreshed while the pass works and
+//! removed when it ends. A second collector, in this process or another
+//! (`berth gc` beside a running server), finds the lease held and stays out,
+//! so it can neither put back what the first has hidden nor hide what the
+//! first is restoring. A lease left by a pass that died is taken over once
+//! it has not been refreshed for [`LEASE_TTL`].
+
+use crate::{keys, CoreError, Registry, Result};
+use berth_storage::{Durability, StorageError};
+use bytes::Bytes;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long an unrefreshed lease keeps other collectors out.
+pub const LEASE_TTL: Duration = Duration::from_secs(300);
+/// How often a working pass refreshes its lease.
+const REFRESH: Duration = Duration::from_secs(30);
+
+/// A held lease.
+#[derive(Debug)]
+pub struct Lease {
+    holder: Bytes,
+    refreshed: Instant,
+}
+
+impl Registry {
+    /// Takes the lease, or `CoreError::Busy` when a live pass holds it.
+    pub(crate) async fn take_lease(&self) -> Result<Lease> {
+        let holder = Bytes::from(format!(
+            "{} pid {}",
+            uuid::Uuid::new_v4().simple(),
+            std::process::id()
+        ));
+        let lease = || Lease {
+            holder: holder.clone(),
+            refreshed: Instant::now(),
+        };
+        if self
+            .store
+            .put_if_absent(keys::GC_LEASE, holder.clone())
+            .await?
+        {
+            return Ok(lease());
+        }
+        let stale_since = SystemTime::now()
+            .checked_sub(LEASE_TTL)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let seen = self.store.get(keys::GC_LEASE).await?;
+        match self.store.modified(keys::GC_LEASE).await? {
+            Some(t) if t >= stale_since => return Err(CoreError::Busy),
+            _ => {}
+        }
+        // Stale: move it aside atomically (only one taker can), and keep it
+        // only if what moved is the lease judged stale, not a fresh one
+        // written meanwhile by another taker.
+        let aside = format!("{}/{}", keys::GC_LEASE_STALE, uuid::Uuid::new_v4().simple());
+        match self
+            .store
+            .rename(keys::GC_LEASE, &aside, Durability::Lazy)
+            .await
+        {
+            Ok(()) => {}
+            Err(StorageError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let moved = self.store.get(&aside).await?;
+        self.store.delete(&aside, Durability::Lazy).await?;
+        if let Some(moved) = moved.filter(|m| Some(m) != seen.as_ref()) {
+            self.store.put_if_absent(keys::GC_LEASE, moved).await?;
+            return Err(CoreError::Busy);
+        }
+        if self
+            .store
+            .put_if_absent(keys::GC_LEASE, holder.clone())
+            .await?
+        {
+            tracing::warn!("took over the collection lease of a pass that stopped refreshing it");
+            Ok(lease())
+        } else {
+            Err(CoreError::Busy)
+        }
+    }
+
+    /// Refreshes the lease when it is due; fails if another collector took
+    /// it over (this pass was presumed dead and must stop).
+    pub(crate) async fn keep_lease(&self, lease: &mut Lease) -> Result<()> {
+        if lease.refreshed.elapsed() < REFRESH {
+            return Ok(());
+        }
+        if self.store.get(keys::GC_LEASE).await?.as_ref() != Some(&lease.holder) {
+            return Err(CoreError::Busy);
+        }
+        self.store
+            .put(keys::GC_LEASE, lease.holder.clone(), Durability::Lazy)
+            .await?;
+        lease.refreshed = Instant::now();
+        Ok(())
+    }
+
+    /// Ends a pass: removes the lease if it is still this pass's.
+    pub(crate) async fn release_lease(&self, lease: Lease) -> Result<()> {
+        if self.store.get(keys::GC_LEASE).await?.as_ref() == Some(&lease.holder) {
+            self.store
+                .delete(keys::GC_LEASE, Durability::Durable)
+                .await?;
+        }
+        Ok(())
+    }
+}

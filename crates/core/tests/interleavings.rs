@@ -1,0 +1,422 @@
+//! Every interleaving of a client's writes with a collection pass, driven by
+//! construction: the pass is stopped at a chosen storage operation (after it
+//! hid an object, before it looks again, before it deletes), the write runs
+//! to its answer meanwhile, then the pass goes on. Whatever the write was
+//! told succeeded must still be there after that pass and after the next.
+
+use berth_core::gc::{GcOptions, GcReport};
+use berth_core::manifests::TagWrite;
+use berth_core::retention::{KeepRule, Policy, Retention};
+use berth_core::{keys, CoreError, Options, Registry};
+use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use berth_storage::mem::MemBackend;
+use berth_storage::pause::{Breakpoint, Op, Pausing, When};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+struct World {
+    reg: Registry,
+    store: Arc<Pausing>,
+    repo: RepoName,
+    config: Digest,
+    layer: Digest,
+    /// A blob of the repository that no manifest references.
+    orphan: Digest,
+    /// A layer only `dropped` references.
+    dropped_layer: Digest,
+    /// The manifest tagged `drop-1`, which retention removes.
+    dropped: Bytes,
+    dropped_digest: Digest,
+}
+
+fn body(data: Bytes) -> berth_core::ByteStream {
+    Box::pin(futures_util::stream::iter([Ok(data)]))
+}
+
+fn blob_data(name: &str) -> Bytes {
+    Bytes::from(format!("blob {name} ").repeat(50))
+}
+
+async fn push_blob(reg: &Registry, repo: &RepoName, data: Bytes) -> Result<Digest, CoreError> {
+    let d = Digest::of(Algorithm::Sha256, &data);
+    reg.upload_whole(repo, &d, body(data)).await?;
+    Ok(d)
+}
+
+fn image(config: &Digest, layers: &[&Digest]) -> Bytes {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|d| {
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":400}}"#)
+        })
+        .collect();
+    Bytes::from(format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":400}},"layers":[{}]}}"#,
+        layers.join(",")
+    ))
+}
+
+fn tag(name: &str) -> Reference {
+    Reference::Tag(Tag::parse(name).unwrap())
+}
+
+async fn put(
+    reg: &Registry,
+    repo: &RepoName,
+    reference: &Reference,
+    m: &Bytes,
+) -> Result<Digest, CoreError> {
+    reg.put_manifest(
+        repo,
+        reference,
+        Some(OCI_MANIFEST),
+        m.clone(),
+        TagWrite::Overwrite,
+    )
+    .await
+    .map(|p| p.digest)
+}
+
+async fn world() -> World {
+    let store = Arc::new(Pausing::new(Arc::new(MemBackend::new())));
+    let reg = Registry::new(store.clone(), Options::default());
+    let repo = RepoName::parse("app").unwrap();
+    let config = push_blob(&reg, &repo, blob_data("config")).await.unwrap();
+    let layer = push_blob(&reg, &repo, blob_data("layer")).await.unwrap();
+    let orphan = push_blob(&reg, &repo, blob_data("orphan")).await.unwrap();
+    let dropped_layer = push_blob(&reg, &repo, blob_data("dropped")).await.unwrap();
+    put(&reg, &repo, &tag("keep-0"), &image(&config, &[&layer]))
+        .await
+        .unwrap();
+    let dropped = image(&config, &[&dropped_layer]);
+    let dropped_digest = put(&reg, &repo, &tag("drop-1"), &dropped).await.unwrap();
+    // Everything so far was written long ago: a pass may take what is
+    // unreferenced.
+    store.age_everything();
+    World {
+        reg,
+        store,
+        repo,
+        config,
+        layer,
+        orphan,
+        dropped_layer,
+        dropped,
+        dropped_digest,
+    }
+}
+
+fn options() -> GcOptions {
+    let keep = KeepRule::new(&["^keep".to_owned()], None, None, 0, 0).unwrap();
+    GcOptions {
+        retention: Some(Arc::new(Retention {
+            dry_run: false,
+            delay: Duration::from_secs(3600),
+            policies: vec![Policy {
+                repositories: Arc::new(|_| true),
+                delete_referrers: true,
+                delete_untagged: true,
+                keep_tags: vec![keep],
+                keep_untagged: None,
+            }],
+        })),
+        delay: Duration::from_secs(3600),
+        dry_run: false,
+        pace: 1.0,
+    }
+}
+
+async fn pass(reg: &Registry) -> GcReport {
+    reg.gc(options(), |_| {}).await.unwrap()
+}
+
+/// Where the pass stops.
+#[derive(Debug, Clone, Copy)]
+enum Point {
+    /// Retention hid the tag `drop-1`.
+    RetentionHidTag,
+    /// Retention looks again at the hidden tag.
+    RetentionRecheckTag,
+    /// Retention hid the manifest `drop-1` named.
+    RetentionHidManifest,
+    /// GC hid the orphan's link.
+    GcHidLink,
+    /// GC looks again for the orphan's link.
+    GcRecheckLink,
+    /// GC hid the orphan's content.
+    GcHidContent,
+    /// GC decided and is about to delete what stayed hidden.
+    GcDelete,
+}
+
+const POINTS: [Point; 7] = [
+    Point::RetentionHidTag,
+    Point::RetentionRecheckTag,
+    Point::RetentionHidManifest,
+    Point::GcHidLink,
+    Point::GcRecheckLink,
+    Point::GcHidContent,
+    Point::GcDelete,
+];
+
+fn arm(w: &World, p: Point) -> Breakpoint {
+    let s = &w.store;
+    let eq = |k: String| move |key: &str| key == k;
+    match p {
+        Point::RetentionHidTag => s.pause(
+            "gc",
+            Op::Rename,
+            When::After,
+            eq(keys::tag(&w.repo, &Tag::parse("drop-1").unwrap())),
+        ),
+        Point::RetentionRecheckTag => s.pause("gc", Op::Get, When::Before, |k: &str| {
+            k.starts_with("gc-trash/") && k.ends_with("~_tags~drop-1")
+        }),
+        Point::RetentionHidManifest => s.pause(
+            "gc",
+            Op::Rename,
+            When::After,
+            eq(keys::manifest_link(&w.repo, &w.dropped_digest)),
+        ),
+        Point::GcHidLink => s.pause(
+            "gc",
+            Op::Rename,
+            When::After,
+            eq(keys::layer_link(&w.repo, &w.orphan)),
+        ),
+        Point::GcRecheckLink => s.pause(
+            "gc",
+            Op::Stat,
+            When::Before,
+            eq(keys::layer_link(&w.repo, &w.orphan)),
+        ),
+        Point::GcHidContent => s.pause("gc", Op::Rename, When::After, eq(keys::blob(&w.orphan))),
+        Point::GcDelete => s.pause("gc", Op::DeletePrefix, When::Before, |k: &str| {
+            k.starts_with("gc-trash/")
+        }),
+    }
+}
+
+/// A client's write during the pass.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    /// Push the orphan blob again (then, later, a manifest using it).
+    PushBlob,
+    /// Push the orphan blob and a manifest using it and the dropped layer.
+    PushManifest,
+    /// Tag the manifest retention is removing with a kept tag.
+    Tag,
+    /// Push `drop-1` again.
+    Repush,
+    /// Delete the kept tag.
+    DeleteTag,
+    /// Delete the orphan from the repository.
+    DeleteBlob,
+}
+
+const WRITES: [Write; 6] = [
+    Write::PushBlob,
+    Write::PushManifest,
+    Write::Tag,
+    Write::Repush,
+    Write::DeleteTag,
+    Write::DeleteBlob,
+];
+
+/// What an acknowledged write promised, checked after each pass.
+async fn promised(w: &World, write: Write, after_second_pass: bool) -> Result<(), String> {
+    let (reg, repo) = (&w.reg, &w.repo);
+    match write {
+        Write::PushBlob => readable_blob(w, &w.orphan).await,
+        Write::PushManifest => readable_image(w, "keep-m").await,
+        Write::Tag => readable_image(w, "keep-d").await,
+        // Only until the next pass, which may remove it by policy.
+        Write::Repush if after_second_pass => Ok(()),
+        Write::Repush => readable_image(w, "drop-1").await,
+        Write::DeleteTag => match reg.resolve_manifest(repo, &tag("keep-0")).await {
+            Err(CoreError::ManifestUnknown) => Ok(()),
+            other => Err(format!("deleted tag keep-0 is back: {other:?}")),
+        },
+        Write::DeleteBlob => match reg.blob_size(repo, &w.orphan).await {
+            Err(CoreError::BlobUnknown) => Ok(()),
+            other => Err(format!("deleted blob is back: {other:?}")),
+        },
+    }
+}
+
+async fn readable_blob(w: &World, d: &Digest) -> Result<(), String> {
+    let size = w
+        .reg
+        .blob_size(&w.repo, d)
+        .await
+        .map_err(|e| format!("blob {d}: {e}"))?;
+    let bytes: Vec<Bytes> = w
+        .reg
+        .read_blob(d, 0, size)
+        .await
+        .map_err(|e| format!("blob {d}: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("blob {d}: {e}"))?;
+    if Digest::of(d.algorithm(), &bytes.concat()) != *d {
+        return Err(format!("blob {d} corrupt"));
+    }
+    Ok(())
+}
+
+async fn readable_image(w: &World, t: &str) -> Result<(), String> {
+    let m = w
+        .reg
+        .get_manifest(&w.repo, &tag(t))
+        .await
+        .map_err(|e| format!("manifest {t}: {e}"))?;
+    let parsed = berth_oci::manifest::parse(&m.body, None).map_err(|e| e.to_string())?;
+    for d in &parsed.blobs {
+        readable_blob(w, &d.digest).await?;
+    }
+    Ok(())
+}
+
+/// Runs the write; `Ok(true)` when it was acknowledged.
+async fn write(w: &World, write: Write) -> Result<bool, CoreError> {
+    let (reg, repo) = (&w.reg, &w.repo);
+    let outcome = match write {
+        Write::PushBlob => push_blob(reg, repo, blob_data("orphan")).await.map(|_| ()),
+        Write::PushManifest => {
+            push_blob(reg, repo, blob_data("orphan")).await?;
+            push_blob(reg, repo, blob_data("dropped")).await?;
+            let m = image(&w.config, &[&w.orphan, &w.dropped_layer]);
+            put(reg, repo, &tag("keep-m"), &m).await.map(|_| ())
+        }
+        Write::Tag => put(reg, repo, &tag("keep-d"), &w.dropped).await.map(|_| ()),
+        Write::Repush => put(reg, repo, &tag("drop-1"), &w.dropped).await.map(|_| ()),
+        Write::DeleteTag => reg.delete_manifest(repo, &tag("keep-0")).await,
+        Write::DeleteBlob => reg.delete_blob(repo, &w.orphan).await,
+    };
+    match outcome {
+        Ok(()) => Ok(true),
+        // Refusals a client may get while a pass runs: nothing promised.
+        Err(CoreError::ManifestBlobUnknown(_) | CoreError::BlobUnknown) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[tokio::test]
+async fn no_interleaving_loses_an_acknowledged_write() {
+    let mut failures = Vec::new();
+    let mut acknowledged = 0;
+    for point in POINTS {
+        for op in WRITES {
+            let w = world().await;
+            let mut stop = arm(&w, point);
+            let reg = w.reg.clone();
+            let collector = tokio::spawn(async move { Pausing::act("gc", pass(&reg)).await });
+            stop.reached().await;
+            let acked = write(&w, op)
+                .await
+                .unwrap_or_else(|e| panic!("{point:?} {op:?}: {e}"));
+            stop.release();
+            collector.await.unwrap();
+            if !acked {
+                continue;
+            }
+            acknowledged += 1;
+            if let Err(e) = promised(&w, op, false).await {
+                failures.push(format!("{point:?} / {op:?}, after its pass: {e}"));
+                continue;
+            }
+            // Pushes that followed a blob push: the manifest that uses it.
+            if let Write::PushBlob = op {
+                let m = image(&w.config, &[&w.orphan, &w.layer]);
+                pass(&w.reg).await;
+                if let Err(e) = put(&w.reg, &w.repo, &tag("keep-b"), &m).await {
+                    failures.push(format!("{point:?} / {op:?}, manifest after: {e}"));
+                    continue;
+                }
+            }
+            pass(&w.reg).await;
+            if let Err(e) = promised(&w, op, true).await {
+                failures.push(format!("{point:?} / {op:?}, after the next pass: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // The matrix exercised real races, not only refusals.
+    assert!(
+        acknowledged >= 30,
+        "only {acknowledged} writes acknowledged"
+    );
+}
+
+/// A blob pushed again while its old link is hidden keeps its new link:
+/// the pass must not put the old one back over it (the old one would look
+/// old to the next pass, which would remove it before the manifest PUT).
+#[tokio::test]
+async fn a_hidden_link_never_goes_back_over_a_fresh_one() {
+    let w = world().await;
+    let mut stop = arm(&w, Point::GcHidLink);
+    let reg = w.reg.clone();
+    let collector = tokio::spawn(async move { Pausing::act("gc", pass(&reg)).await });
+    stop.reached().await;
+    push_blob(&w.reg, &w.repo, blob_data("orphan"))
+        .await
+        .unwrap();
+    stop.release();
+    collector.await.unwrap();
+    let report = pass(&w.reg).await;
+    assert!(
+        !report.links_removed.iter().any(|(_, d)| *d == w.orphan),
+        "the fresh link was collected: {:?}",
+        report.links_removed
+    );
+    let m = image(&w.config, &[&w.orphan]);
+    put(&w.reg, &w.repo, &tag("keep-b"), &m).await.unwrap();
+}
+
+/// A second collector (a `berth gc` beside the server's pass) stays out
+/// while the first holds the store, and does not put back what it hid.
+#[tokio::test]
+async fn one_collection_pass_at_a_time() {
+    let w = world().await;
+    let mut stop = arm(&w, Point::GcHidLink);
+    let reg = w.reg.clone();
+    let first = tokio::spawn(async move { Pausing::act("gc", pass(&reg)).await });
+    stop.reached().await;
+    assert!(matches!(
+        w.reg.gc(options(), |_| {}).await,
+        Err(CoreError::Busy)
+    ));
+    assert_eq!(w.reg.recover_gc_trash().await.unwrap(), 0);
+    assert!(matches!(
+        w.reg.blob_size(&w.repo, &w.orphan).await,
+        Err(CoreError::BlobUnknown)
+    ));
+    stop.release();
+    let report = first.await.unwrap();
+    assert!(report.links_removed.iter().any(|(_, d)| *d == w.orphan));
+    // Released: the next pass runs.
+    pass(&w.reg).await;
+}
+
+/// A lease its pass stopped refreshing (the process died) is taken over.
+#[tokio::test]
+async fn a_dead_pass_lease_is_taken_over() {
+    let store = Arc::new(Pausing::new(Arc::new(MemBackend::new())));
+    let reg = Registry::new(store.clone(), Options::default());
+    use berth_storage::Backend;
+    store
+        .put_if_absent(keys::GC_LEASE, Bytes::from_static(b"dead pass"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        reg.gc(options(), |_| {}).await,
+        Err(CoreError::Busy)
+    ));
+    store.age_everything();
+    reg.gc(options(), |_| {}).await.unwrap();
+    assert_eq!(store.get(keys::GC_LEASE).await.unwrap(), None);
+}
