@@ -1,9 +1,8 @@
 //! The application state and router: `/v2` goes to the hand-written
 //! dispatcher, health probes to their handlers.
 
-use crate::auth::{Access, Auth};
+use crate::auth::{Access, Auth, Refused};
 use crate::config::Settings;
-use crate::error::ApiError;
 use crate::v2;
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
@@ -64,14 +63,14 @@ impl App {
         query: &Query,
         method: &http::Method,
         headers: &HeaderMap,
-    ) -> Result<Access, ApiError> {
-        if self.auth().fail_closed {
-            return Err(self.auth().unauthorized(
-                "the configured authentication method is not supported by this build",
-            ));
+    ) -> Result<Access, Refused> {
+        let auth = self.auth();
+        if auth.fail_closed {
+            return Err(auth
+                .unauthorized("the configured authentication method is not supported by this build")
+                .into());
         }
-        self.auth()
-            .authorize(&self.registry, endpoint, query, method, headers)
+        auth.authorize(&self.registry, endpoint, query, method, headers)
             .await
     }
 }

@@ -24,6 +24,23 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// A refused request, with the identity it proved (if any): the audit trail
+/// records refusals under who asked, not as unauthenticated.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ApiError,
+    pub identity: Option<Identity>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Refused {
+        Refused {
+            error,
+            identity: None,
+        }
+    }
+}
+
 /// The tag zot lets `create` move (its authorization exempts it from
 /// `update`).
 pub const LATEST: &str = "latest";
@@ -409,8 +426,24 @@ impl Auth {
         query: &Query,
         method: &http::Method,
         headers: &HeaderMap,
-    ) -> Result<Access, ApiError> {
+    ) -> Result<Access, Refused> {
         let identity = self.identify(method, headers).await?;
+        self.decide(registry, ep, query, identity)
+            .await
+            .map_err(|(error, identity)| Refused {
+                error,
+                identity: Some(identity),
+            })
+    }
+
+    /// The decision for a caller already identified.
+    async fn decide(
+        self: &Arc<Self>,
+        registry: &Registry,
+        ep: &Endpoint,
+        query: &Query,
+        identity: Identity,
+    ) -> Result<Access, (ApiError, Identity)> {
         let access = |identity| Access {
             identity,
             mount_anywhere: !self.enabled,
@@ -423,7 +456,7 @@ impl Auth {
             // challenged so `docker login` and pushes work in mixed setups.
             Endpoint::Base => {
                 if self.enabled && identity.is_anonymous() && self.policy.needs_credentials() {
-                    return Err(self.unauthorized("authentication required"));
+                    return Err((self.unauthorized("authentication required"), identity));
                 }
                 return Ok(access(identity));
             }
@@ -442,11 +475,10 @@ impl Auth {
                 repo: r,
                 reference: Reference::Tag(t),
             } if t.as_str() != LATEST => {
-                let exists = registry
-                    .tag_target(r, t)
-                    .await
-                    .map_err(ApiError::from)?
-                    .is_some();
+                let exists = match registry.tag_target(r, t).await {
+                    Ok(target) => target.is_some(),
+                    Err(e) => return Err((e.into(), identity)),
+                };
                 if exists {
                     Action::Update
                 } else {
@@ -462,7 +494,9 @@ impl Auth {
             | Endpoint::FinishUpload { .. } => Action::Create,
             _ => Action::Read,
         };
-        self.require(&identity, action, &repo).await?;
+        if let Err(e) = self.require(&identity, action, &repo).await {
+            return Err((e, identity));
+        }
         let mut granted = access(identity);
         // The tag looked new a moment ago; a caller who may not update it
         // must not win by racing another push to it: create-once.

@@ -61,7 +61,7 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
                 .authorize(&ep, &query, &parts.method, &parts.headers)
                 .await
             {
-                Err(e) => (e.into_response(), None),
+                Err(refused) => (refused.error.into_response(), refused.identity),
                 Ok(access) => {
                     let r = handle(&app, ep, &access, &parts.headers, &query, body).await;
                     (

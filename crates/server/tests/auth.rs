@@ -714,6 +714,9 @@ async fn the_audit_trail_has_every_mutation_and_no_secret() {
     assert_eq!(pushed["digest"], digest);
     assert_eq!(pushed["status"], 201);
     assert_eq!(lines[6]["status"], 403, "refusals are audited too");
+    // ... under the identity the request proved.
+    assert_eq!(lines[6]["user"], "ci", "{:?}", lines[6]);
+    assert_eq!(lines[6]["auth"], "apikey", "{:?}", lines[6]);
     assert_eq!(lines[7]["user"], "admin");
     let text = std::fs::read_to_string(s.dir.path().join("audit.log")).unwrap();
     for secret in [secret.as_str(), &secret[4..], "ci-pw", "admin-pw"] {
