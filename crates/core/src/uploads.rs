@@ -215,29 +215,35 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        let result = pump(body, writer, s.hasher.as_mut()).await;
-        match result {
-            Ok(size) => {
-                s.size = size;
-                if let Some((start, end)) = range {
-                    if size != end + 1 {
-                        // The data is kept (the session stays consistent),
-                        // but the client said something else.
-                        return Err(CoreError::SizeInvalid(format!(
-                            "Content-Range {start}-{end} but the upload now holds {size} bytes"
-                        )));
-                    }
+        // A chunk is appended whole or not at all: whatever refuses it (a
+        // length that disagrees with its Content-Range, a body that fails
+        // midway, a full disk) puts the upload back as it was.
+        let (before, hashed) = (s.size, s.hasher.clone());
+        let result = match pump(body, writer, s.hasher.as_mut()).await {
+            Ok(size) => match range {
+                Some((start, end)) if size != end + 1 => Err(CoreError::SizeInvalid(format!(
+                    "Content-Range {start}-{end} but the chunk ended with the upload at {size} bytes"
+                ))),
+                _ => {
+                    s.size = size;
+                    return Ok(());
                 }
-                Ok(())
+            },
+            Err(e) => Err(e),
+        };
+        match self.store.stage_truncate(id, before).await {
+            Ok(()) => {
+                s.size = before;
+                s.hasher = hashed;
             }
-            Err(e) => {
-                // Part of the chunk may be staged: resync from storage and
-                // forget the running hash, which may disagree with it.
+            // Could not cut back: believe the disk and forget the running
+            // hash, which may disagree with it.
+            Err(_) => {
                 s.hasher = None;
                 s.size = self.store.stage_size(id).await?.unwrap_or(0);
-                Err(e)
             }
         }
+        result
     }
 
     /// Completes an upload: appends a last chunk if any, checks the digest,

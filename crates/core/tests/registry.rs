@@ -11,6 +11,12 @@ fn body(data: &'static [u8]) -> berth_core::ByteStream {
     Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(data))]))
 }
 
+fn body_of(data: &[u8]) -> berth_core::ByteStream {
+    Box::pin(futures_util::stream::iter([Ok(Bytes::copy_from_slice(
+        data,
+    ))]))
+}
+
 fn registry(ttl: Duration) -> Registry {
     Registry::new(
         Arc::new(MemBackend::new()),
@@ -57,14 +63,25 @@ async fn sha512_and_resumed_sessions_are_rehashed() {
         .await
         .unwrap();
     assert_eq!(reg.blob_size(&repo, &d512).await.unwrap(), 6);
-    // A wrong declared size in the range is refused but keeps the data.
+    // A chunk whose length disagrees with its range is refused and changes
+    // nothing: the upload and its running hash are as before it.
     let s = reg.start_upload(&repo).await.unwrap();
-    let e = reg
-        .append_upload(&repo, &s.id, Some((0, 9)), body(b"abc"))
+    reg.append_upload(&repo, &s.id, Some((0, 2)), body(b"abc"))
         .await
-        .unwrap_err();
-    assert!(matches!(e, CoreError::SizeInvalid(_)), "{e:?}");
-    assert_eq!(reg.upload_status(&repo, &s.id).await.unwrap().size, 3);
+        .unwrap();
+    for (range, data) in [((3, 9), &b"def"[..]), ((3, 4), &b"defgh"[..])] {
+        let e = reg
+            .append_upload(&repo, &s.id, Some(range), body_of(data))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, CoreError::SizeInvalid(_)), "{e:?}");
+        assert_eq!(reg.upload_status(&repo, &s.id).await.unwrap().size, 3);
+    }
+    let d = Digest::of(Algorithm::Sha256, b"abcdef");
+    reg.finish_upload(&repo, &s.id, &d, Some((3, 5)), Some(body(b"def")))
+        .await
+        .unwrap();
+    assert_eq!(reg.blob_size(&repo, &d).await.unwrap(), 6);
 }
 
 #[tokio::test]

@@ -112,12 +112,48 @@ impl From<CoreError> for ApiError {
                 ApiError::with_detail(E::BlobUploadInvalid, format!("request body failed: {e}"))
             }
             C::Upstream(d) => ApiError::with_detail(E::UpstreamFailed, d),
+            C::Storage(e) if storage_full(&e) => {
+                note_storage_full();
+                ApiError::with_detail(
+                    E::StorageFull,
+                    "storage is full: nothing of this request was kept; try again later",
+                )
+            }
             C::Storage(e) => ApiError::Internal(e.to_string()),
             C::Busy => ApiError::Internal("a collection pass holds the store".into()),
             C::Corrupt(d) => {
                 ApiError::Internal(format!("stored content of {d} is corrupt; run scrub"))
             }
         }
+    }
+}
+
+/// Whether a storage error means the disk (or the quota) is full.
+fn storage_full(e: &berth_storage::StorageError) -> bool {
+    match e {
+        berth_storage::StorageError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ),
+        _ => false,
+    }
+}
+
+/// Logs a full store once a minute at most, not once per request.
+fn note_storage_full() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last.saturating_add(60)
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!("storage is full: writes are refused until space is freed");
     }
 }
 

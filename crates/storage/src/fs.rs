@@ -462,6 +462,18 @@ impl Backend for FsBackend {
         })
     }
 
+    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {
+        let path = self.stage_path(id)?;
+        blocking(move || {
+            let f = fs::OpenOptions::new().write(true).open(&path)?;
+            if f.metadata()?.len() > size {
+                f.set_len(size)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn stage_delete(&self, id: &str) -> Result<()> {
         let path = self.stage_path(id)?;
         blocking(move || not_found_to_none(fs::remove_file(&path)).map(|_| ())).await

@@ -114,6 +114,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn stage_read(&self, id: &str, start: u64) -> Result<ByteStream>;
     /// Moves a staged upload into `key`, atomically and durably.
     async fn stage_commit(&self, id: &str, key: &str) -> Result<()>;
+    /// Cuts a staged upload back to `size` bytes (no longer than it is):
+    /// how a refused chunk is undone.
+    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()>;
     /// Removes a staged upload, if present.
     async fn stage_delete(&self, id: &str) -> Result<()>;
     /// Staged uploads with their last modification time.

@@ -182,6 +182,14 @@ impl Backend for MemBackend {
         }))
     }
 
+    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {
+        check_id(id)?;
+        let mut g = self.lock();
+        let (b, _) = g.stages.get_mut(id).ok_or(StorageError::NotFound)?;
+        b.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        Ok(())
+    }
+
     async fn stage_size(&self, id: &str) -> Result<Option<u64>> {
         check_id(id)?;
         Ok(self.lock().stages.get(id).map(|(b, _)| b.len() as u64))

@@ -250,6 +250,10 @@ impl Backend for Pausing {
         )
     }
 
+    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {
+        self.inner.stage_truncate(id, size).await
+    }
+
     async fn stage_delete(&self, id: &str) -> Result<()> {
         self.inner.stage_delete(id).await
     }

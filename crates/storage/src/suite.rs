@@ -145,6 +145,13 @@ pub async fn run(store: &dyn Backend) {
             actual: 6
         })
     ));
+    // A refused chunk is undone by cutting back; never lengthened.
+    let mut w = store.stage_writer("u1", 6).await.unwrap();
+    w.write(Bytes::from_static(b"refused")).await.unwrap();
+    assert_eq!(w.finish().await.unwrap(), 13);
+    store.stage_truncate("u1", 6).await.unwrap();
+    store.stage_truncate("u1", 100).await.unwrap();
+    assert_eq!(store.stage_size("u1").await.unwrap(), Some(6));
     let mut w = store.stage_writer("u1", 6).await.unwrap();
     w.write(Bytes::from_static(b"gh")).await.unwrap();
     assert_eq!(w.finish().await.unwrap(), 8);

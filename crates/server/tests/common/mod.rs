@@ -68,7 +68,14 @@ impl Server {
     }
 
     pub fn start_with(extra: &str) -> Server {
+        Server::start_prepared(extra, |_| {})
+    }
+
+    /// Like `start_with`, after `prepare` was given the (not yet created)
+    /// storage root, e.g. to mount a small file system there.
+    pub fn start_prepared(extra: &str, prepare: impl FnOnce(&Path)) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
+        prepare(&dir.path().join("data"));
         let mut s = Server {
             base: String::new(),
             dir,
