@@ -111,7 +111,15 @@ impl From<CoreError> for ApiError {
             C::Body(e) => {
                 ApiError::with_detail(E::BlobUploadInvalid, format!("request body failed: {e}"))
             }
-            C::Upstream(d) => ApiError::with_detail(E::UpstreamFailed, d),
+            // The detail names upstream URLs and error chains: the log's,
+            // never the client's.
+            C::Upstream(d) => {
+                tracing::warn!(detail = %d, "pull-through request failed");
+                ApiError::with_detail(
+                    E::UpstreamFailed,
+                    "the upstream registry failed or sent bad data",
+                )
+            }
             C::Storage(e) if storage_full(&e) => {
                 note_storage_full();
                 ApiError::with_detail(

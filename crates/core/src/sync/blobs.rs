@@ -26,8 +26,42 @@ struct FlightState {
     /// committed yet).
     verified: bool,
     /// `None` while running.
-    outcome: Option<std::result::Result<(), String>>,
+    outcome: Option<Outcome>,
 }
+
+/// How a fetch ended. What went wrong is logged where it happened; readers
+/// and clients only learn which of these it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Verified and committed: the blob is stored.
+    Stored,
+    /// The upstream does not have it.
+    NotFound,
+    /// The upstream, the network or the store failed (logged).
+    Failed,
+}
+
+impl Outcome {
+    fn of(result: &std::result::Result<(), UpstreamError>) -> Outcome {
+        match result {
+            Ok(()) => Outcome::Stored,
+            Err(UpstreamError::NotFound) => Outcome::NotFound,
+            Err(_) => Outcome::Failed,
+        }
+    }
+
+    /// What a client that asked for the blob is answered.
+    fn answer(self) -> Result<Option<BlobSource>> {
+        match self {
+            Outcome::Stored => Ok(Some(BlobSource::Local)),
+            Outcome::NotFound => Ok(None),
+            Outcome::Failed => Err(CoreError::Upstream(UPSTREAM_FAILED.into())),
+        }
+    }
+}
+
+/// The one thing a client learns of a failed fetch.
+const UPSTREAM_FAILED: &str = "fetching the blob from the upstream registry failed";
 
 /// One blob being fetched, shared by every client that asked for it.
 pub(super) struct Flight {
@@ -209,25 +243,17 @@ impl Registry {
             let st = rx
                 .wait_for(|s| s.outcome.is_some())
                 .await
-                .map_err(|_| CoreError::Upstream("fetch abandoned".into()))?
+                .map_err(|_| CoreError::Upstream(UPSTREAM_FAILED.into()))?
                 .clone();
-            return match st.outcome {
-                Some(Ok(())) => Ok(Some(BlobSource::Local)),
-                Some(Err(e)) if e == "not found upstream" => Ok(None),
-                Some(Err(e)) => Err(CoreError::Upstream(e)),
-                None => Ok(None),
-            };
+            return st.outcome.map_or(Ok(None), Outcome::answer);
         }
         let st = rx
             .wait_for(|s| s.started || s.outcome.is_some())
             .await
-            .map_err(|_| CoreError::Upstream("fetch abandoned".into()))?
+            .map_err(|_| CoreError::Upstream(UPSTREAM_FAILED.into()))?
             .clone();
-        match st.outcome {
-            Some(Ok(())) => return Ok(Some(BlobSource::Local)),
-            Some(Err(e)) if e == "not found upstream" => return Ok(None),
-            Some(Err(e)) => return Err(CoreError::Upstream(e)),
-            None => {}
+        if let Some(outcome) = st.outcome {
+            return outcome.answer();
         }
         Ok(Some(BlobSource::Arriving {
             size: st.size,
@@ -261,7 +287,8 @@ impl Registry {
                     .remove(&self.key);
                 self.flight.state.send_modify(|s| {
                     if s.outcome.is_none() {
-                        s.outcome = Some(Err("the fetch stopped".into()));
+                        tracing::warn!("a pull-through fetch stopped before it ended");
+                        s.outcome = Some(Outcome::Failed);
                     }
                 });
             }
@@ -287,7 +314,7 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
         flight.state.send_modify(|s| {
-            s.outcome = Some(result.map_err(|e| e.to_string()));
+            s.outcome = Some(Outcome::of(&result));
         });
     }
 
@@ -306,7 +333,10 @@ impl Registry {
         {
             Ok(()) => Ok(true),
             Err(UpstreamError::NotFound) => Ok(false),
-            Err(e) => Err(CoreError::Upstream(e.to_string())),
+            Err(e) => {
+                self.sync_failed("fetching a blob from upstream failed", &e);
+                Err(CoreError::Upstream(UPSTREAM_FAILED.into()))
+            }
         }
     }
 
@@ -489,7 +519,9 @@ impl Registry {
                 match st.outcome {
                     // Committed: what memory does not hold from here on
                     // comes from the content itself.
-                    Some(Ok(())) if t.pending.front().is_none_or(|(off, _)| *off > t.pos) => {
+                    Some(Outcome::Stored)
+                        if t.pending.front().is_none_or(|(off, _)| *off > t.pos) =>
+                    {
                         t.pending.clear();
                         t.last = true;
                         if t.pos >= st.received {
@@ -508,9 +540,9 @@ impl Registry {
                             Err(e) => return Some((Err(std::io::Error::other(e)), t)),
                         }
                     }
-                    Some(Err(e)) => {
+                    Some(Outcome::NotFound | Outcome::Failed) => {
                         t.last = true;
-                        return Some((Err(std::io::Error::other(e)), t));
+                        return Some((Err(std::io::Error::other(UPSTREAM_FAILED)), t));
                     }
                     _ => {}
                 }
