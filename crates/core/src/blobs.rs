@@ -41,7 +41,7 @@ impl Registry {
             .delete(&keys::layer_link(repo, digest), Durability::Durable)
             .await?
         {
-            Ok(())
+            self.forget_repo_if_empty(repo).await
         } else {
             Err(CoreError::BlobUnknown)
         }

@@ -424,6 +424,22 @@ impl Registry {
             }
         }
         self.store.delete_prefix(&trash).await?;
+        // Repositories this pass emptied leave the catalog.
+        let emptied: HashSet<&str> = report
+            .links_removed
+            .iter()
+            .map(|(r, _)| r.as_str())
+            .chain(
+                report
+                    .retention
+                    .manifests_removed
+                    .iter()
+                    .map(|(r, _)| r.as_str()),
+            )
+            .collect();
+        for repo in emptied.into_iter().filter_map(RepoName::parse) {
+            self.forget_repo_if_empty(&repo).await?;
+        }
         Ok(report)
     }
 }

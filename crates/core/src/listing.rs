@@ -2,8 +2,9 @@
 //!
 //! The catalog is answered from an in-memory index of repository names:
 //! built by one walk of storage on first use, and kept current by every
-//! write that can create a repository (see [`Registry::note_repo`]). Storage
-//! stays the source of truth; the index is derived and rebuilt at start.
+//! write that can create a repository (see [`Registry::note_repo`]) and by
+//! every delete that can empty one. Storage stays the source of truth; the
+//! index is derived and rebuilt at start.
 
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::RepoName;
@@ -62,9 +63,38 @@ impl Registry {
         Ok(paginate(names, n, last))
     }
 
-    /// Whether anything was ever pushed to a repository that is still there.
+    /// Whether a repository holds anything: a manifest or a blob link.
+    /// (Directories a backend leaves behind after the last delete do not
+    /// count.)
     pub async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
-        Ok(is_repo(&self.store.list(&keys::repo(repo)).await?))
+        if !is_repo(&self.store.list(&keys::repo(repo)).await?) {
+            return Ok(false);
+        }
+        for kind in [keys::MANIFESTS, keys::LAYERS] {
+            if !self.linked(repo, kind).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes a repository out of the catalog once it holds nothing. Called
+    /// after deletes; a push racing with it is never lost: the name goes
+    /// first and the repository is looked at again, and a push notes its
+    /// name after writing its link.
+    pub(crate) async fn forget_repo_if_empty(&self, repo: &RepoName) -> Result<()> {
+        if self.repo_exists(repo).await? {
+            return Ok(());
+        }
+        self.catalog
+            .names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(repo.as_str());
+        if self.repo_exists(repo).await? {
+            self.note_repo(repo);
+        }
+        Ok(())
     }
 
     /// Records that `repo` holds something. Called by every write that can
@@ -132,7 +162,11 @@ impl Registry {
             };
             let entries = self.store.list(&prefix).await?;
             if !name.is_empty() && is_repo(&entries) {
-                names.push(name.clone());
+                if let Some(repo) = RepoName::parse(&name) {
+                    if self.repo_exists(&repo).await? {
+                        names.push(name.clone());
+                    }
+                }
             }
             for e in entries
                 .iter()

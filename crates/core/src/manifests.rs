@@ -319,7 +319,7 @@ impl Registry {
             }
         }
         self.store.delete(&link, Durability::Durable).await?;
-        Ok(())
+        self.forget_repo_if_empty(repo).await
     }
 
     /// The manifests of `repo` whose subject is `subject`, optionally only

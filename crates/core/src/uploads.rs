@@ -215,9 +215,10 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        // A chunk is appended whole or not at all: whatever refuses it (a
-        // length that disagrees with its Content-Range, a body that fails
-        // midway, a full disk) puts the upload back as it was.
+        // A refused chunk is not appended: a length that disagrees with its
+        // Content-Range, or a store that failed (a full disk), puts the
+        // upload back as it was. A body that broke off (the client went
+        // away) keeps what arrived, so the upload can be resumed from there.
         let (before, hashed) = (s.size, s.hasher.clone());
         let result = match pump(body, writer, s.hasher.as_mut()).await {
             Ok(size) => match range {
@@ -229,6 +230,11 @@ impl Registry {
                     return Ok(());
                 }
             },
+            Err(e @ CoreError::Body(_)) => {
+                s.hasher = None;
+                s.size = self.store.stage_size(id).await?.unwrap_or(0);
+                return Err(e);
+            }
             Err(e) => Err(e),
         };
         match self.store.stage_truncate(id, before).await {

@@ -118,3 +118,35 @@ async fn catalog_filter_keeps_pagination_right() {
     assert_eq!(page.items, vec!["d"]);
     assert!(!page.more);
 }
+
+#[tokio::test]
+async fn an_emptied_repository_leaves_the_catalog() {
+    let reg = registry(Duration::from_secs(3600));
+    let d = Digest::of(Algorithm::Sha256, b"x");
+    let (gone, kept) = (
+        RepoName::parse("gone").unwrap(),
+        RepoName::parse("kept").unwrap(),
+    );
+    for repo in [&gone, &kept] {
+        reg.upload_whole(repo, &d, body(b"x")).await.unwrap();
+    }
+    assert_eq!(
+        reg.catalog(None, None, |_| true).await.unwrap().items,
+        vec!["gone", "kept"]
+    );
+    reg.delete_blob(&gone, &d).await.unwrap();
+    assert_eq!(
+        reg.catalog(None, None, |_| true).await.unwrap().items,
+        vec!["kept"]
+    );
+    assert!(matches!(
+        reg.list_tags(&gone, None, None).await,
+        Err(CoreError::NameUnknown)
+    ));
+    // Pushed to again, it is back.
+    reg.upload_whole(&gone, &d, body(b"x")).await.unwrap();
+    assert_eq!(
+        reg.catalog(None, None, |_| true).await.unwrap().items,
+        vec!["gone", "kept"]
+    );
+}

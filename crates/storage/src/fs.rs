@@ -58,6 +58,35 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Creates `dir` and its missing parents. When `durable`, the parent of
+/// each directory it created is fsynced, so that a new repository's or a
+/// new digest prefix's directory survives power loss along with the object
+/// put in it (an fsync of the object's own directory does not cover the
+/// entry that names that directory).
+fn make_dirs(dir: &Path, durable: bool) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut created = Vec::new();
+    let mut d = dir;
+    while !d.exists() {
+        created.push(d);
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir)?;
+    if durable {
+        for c in created.iter().rev() {
+            if let Some(p) = c.parent() {
+                sync_dir(p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn temp_name(dir: &Path) -> PathBuf {
     dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()))
 }
@@ -67,7 +96,7 @@ fn write_temp(path: &Path, data: &[u8], sync: bool) -> io::Result<PathBuf> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("key has no parent"))?;
-    fs::create_dir_all(dir)?;
+    make_dirs(dir, sync)?;
     let tmp = temp_name(dir);
     let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let res = f
@@ -315,7 +344,7 @@ impl Backend for FsBackend {
             if data.is_empty() {
                 // An empty object needs no temporary: creating the name is
                 // atomic, and there is no content to be torn.
-                fs::create_dir_all(parent(&path))?;
+                make_dirs(parent(&path), true)?;
                 return match OpenOptions::new().write(true).create_new(true).open(&path) {
                     Ok(_) => sync_dir(parent(&path)).map(|_| true),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -350,7 +379,7 @@ impl Backend for FsBackend {
     async fn rename(&self, from: &str, to: &str, durability: Durability) -> Result<()> {
         let (src, dst) = (self.path(from)?, self.path(to)?);
         blocking(move || {
-            fs::create_dir_all(parent(&dst))?;
+            make_dirs(parent(&dst), durability == Durability::Durable)?;
             fs::rename(&src, &dst)?;
             if durability == Durability::Durable {
                 sync_dir(parent(&dst))?;
@@ -448,7 +477,7 @@ impl Backend for FsBackend {
             let dir = dst
                 .parent()
                 .ok_or_else(|| io::Error::other("key has no parent"))?;
-            fs::create_dir_all(dir)?;
+            make_dirs(dir, sync_data)?;
             fs::rename(&src, &dst)?;
             if sync_data {
                 sync_dir(dir)?;
