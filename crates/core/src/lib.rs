@@ -84,6 +84,9 @@ pub enum CoreError {
     /// Stored content no longer matches its digest (found on read).
     #[error("stored content of {0} is corrupt")]
     Corrupt(Digest),
+    /// Every fetch from the upstream is in use (pull-through): retry later.
+    #[error("too many fetches from the upstream registry at once")]
+    UpstreamBusy,
     /// An upstream registry failed or sent bad data (pull-through).
     #[error("upstream: {0}")]
     Upstream(String),

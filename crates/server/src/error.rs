@@ -128,6 +128,11 @@ impl From<CoreError> for ApiError {
                 )
             }
             C::Storage(e) => ApiError::Internal(e.to_string()),
+            C::UpstreamBusy => ApiError::with_detail(
+                E::TooManyRequests,
+                "too many fetches from the upstream registry at once; retry later",
+            )
+            .header(header::RETRY_AFTER, "5"),
             C::Busy => ApiError::Internal("a collection pass holds the store".into()),
             C::Corrupt(d) => {
                 ApiError::Internal(format!("stored content of {d} is corrupt; run scrub"))

@@ -50,6 +50,8 @@ pub struct Metrics {
     sync_misses: Counter,
     sync_errors: Counter,
     sync_mirrored: Counter,
+    sync_negative_hits: Counter,
+    sync_throttled: Counter,
 }
 
 /// A body that adds the bytes passing through to a counter.
@@ -228,6 +230,18 @@ impl Metrics {
             "Images copied by mirroring",
             sync_mirrored.clone(),
         );
+        let sync_negative_hits = Counter::default();
+        registry.register(
+            "berth_sync_negative_hits",
+            "Pull-through misses answered from the memory of what upstream lacked",
+            sync_negative_hits.clone(),
+        );
+        let sync_throttled = Counter::default();
+        registry.register(
+            "berth_sync_throttled",
+            "Pull-through misses refused because every upstream fetch was in use",
+            sync_throttled.clone(),
+        );
         let info = Info::new(vec![
             ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
             (
@@ -256,6 +270,8 @@ impl Metrics {
             sync_misses,
             sync_errors,
             sync_mirrored,
+            sync_negative_hits,
+            sync_throttled,
         }
     }
 
@@ -315,6 +331,8 @@ impl Metrics {
         catch_up(&self.sync_misses, s.misses.load(Relaxed));
         catch_up(&self.sync_errors, s.upstream_errors.load(Relaxed));
         catch_up(&self.sync_mirrored, s.mirrored.load(Relaxed));
+        catch_up(&self.sync_negative_hits, s.negative_hits.load(Relaxed));
+        catch_up(&self.sync_throttled, s.throttled.load(Relaxed));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -721,3 +721,65 @@ async fn a_fetch_killed_midway_leaves_nothing_and_is_redone() {
     wait_stored(&d, &big).await;
     assert_eq!(gate.count("GET", &format!("/v2/crash/app/blobs/{big}")), 2);
 }
+
+/// What upstream lacks is remembered for a while (repeated misses cost it
+/// nothing), and fetches for clients' misses run a bounded number at a
+/// time per upstream; both are counted in metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_are_remembered_and_upstream_fetches_are_bounded() {
+    let up = Server::start();
+    let gate = Gate::start(&up.base).await;
+    let d = Server::start_with(&format!(
+        r#","extensions":{{"metrics":{{"enable":true,"prometheus":{{"path":"/metrics"}}}},"sync":{{"enable":true,"registries":[{{"urls":["{}"],"onDemand":true,"maxRetries":1,"retryDelay":"100ms"}}]}}}}"#,
+        gate.url
+    ));
+    let missing = sha256(b"nobody has this");
+    for _ in 0..5 {
+        assert_eq!(
+            d.get("/v2/app/manifests/nope").await.status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            d.get(&format!("/v2/app/blobs/{missing}")).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+    assert_eq!(gate.count("GET", "/v2/app/manifests/nope"), 1);
+    assert_eq!(gate.count("GET", &format!("/v2/app/blobs/{missing}")), 1);
+
+    // Many cold pulls of slow blobs at once: at most 16 reach upstream
+    // together, and every client still gets its blob.
+    let mut blobs = Vec::new();
+    for i in 0..40 {
+        let data = bytes(900 + i, 256 * 1024);
+        let digest = up.push_blob("app", &data).await;
+        blobs.push((digest, data));
+    }
+    gate.throttle(Some(Duration::from_millis(20)));
+    let d = &d;
+    let pulls = blobs.iter().map(|(digest, _)| async move {
+        d.get(&format!("/v2/app/blobs/{digest}"))
+            .await
+            .bytes()
+            .await
+            .unwrap()
+    });
+    let got = futures_util::future::join_all(pulls).await;
+    for ((digest, data), got) in blobs.iter().zip(got) {
+        assert!(got.as_ref() == data.as_slice(), "{digest}");
+    }
+    assert!(
+        gate.max_in_flight() <= 16,
+        "{} upstream fetches at once",
+        gate.max_in_flight()
+    );
+    let metrics = d.get("/metrics").await.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(value("berth_sync_negative_hits_total ") >= 8.0, "{metrics}");
+    assert!(value("berth_sync_throttled_total ") >= 0.0, "{metrics}");
+}

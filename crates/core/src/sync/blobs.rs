@@ -39,6 +39,8 @@ enum Outcome {
     NotFound,
     /// The upstream, the network or the store failed (logged).
     Failed,
+    /// No fetch from the upstream came free in time.
+    Busy,
 }
 
 impl Outcome {
@@ -56,6 +58,7 @@ impl Outcome {
             Outcome::Stored => Ok(Some(BlobSource::Local)),
             Outcome::NotFound => Ok(None),
             Outcome::Failed => Err(CoreError::Upstream(UPSTREAM_FAILED.into())),
+            Outcome::Busy => Err(CoreError::UpstreamBusy),
         }
     }
 }
@@ -185,6 +188,9 @@ impl Registry {
         };
         let upstream = reg.upstream.clone();
         let key = (repo.clone(), digest.clone());
+        if self.remembered_absent(&sync, repo, digest.as_str()) {
+            return Ok(None);
+        }
         let existing = sync
             .blob_flights
             .lock()
@@ -199,6 +205,10 @@ impl Registry {
                     return Ok(Some(BlobSource::Size(size)));
                 }
             }
+            let Some(_turn) = upstream.permit().await else {
+                self.sync_stats.throttled.fetch_add(1, Ordering::Relaxed);
+                return Err(CoreError::UpstreamBusy);
+            };
             let resp = upstream
                 .request(
                     reqwest::Method::HEAD,
@@ -209,7 +219,10 @@ impl Registry {
                 .await;
             return match resp {
                 Ok(r) => Ok(upstream::announced_length(&r).map(BlobSource::Size)),
-                Err(UpstreamError::NotFound) => Ok(None),
+                Err(UpstreamError::NotFound) => {
+                    sync.note_absent(repo, digest.as_str());
+                    Ok(None)
+                }
                 Err(e) => {
                     self.sync_failed("upstream blob HEAD failed", &e);
                     Ok(None)
@@ -299,9 +312,23 @@ impl Registry {
             flight: flight.clone(),
         };
         let (repo, digest) = &key;
+        let Some(_turn) = upstream.permit().await else {
+            self.sync_stats.throttled.fetch_add(1, Ordering::Relaxed);
+            sync.blob_flights
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            flight
+                .state
+                .send_modify(|s| s.outcome = Some(Outcome::Busy));
+            return;
+        };
         let result = self
             .fetch_blob(&upstream, &source, repo, digest, &flight)
             .await;
+        if let Err(UpstreamError::NotFound) = result {
+            sync.note_absent(repo, digest.as_str());
+        }
         match &result {
             Ok(()) => {
                 tracing::info!(repository = %repo, %digest, upstream = source, "fetched blob from upstream")
@@ -540,7 +567,7 @@ impl Registry {
                             Err(e) => return Some((Err(std::io::Error::other(e)), t)),
                         }
                     }
-                    Some(Outcome::NotFound | Outcome::Failed) => {
+                    Some(Outcome::NotFound | Outcome::Failed | Outcome::Busy) => {
                         t.last = true;
                         return Some((Err(std::io::Error::other(UPSTREAM_FAILED)), t));
                     }

@@ -63,7 +63,18 @@ pub struct SyncStats {
     pub upstream_errors: AtomicU64,
     /// Images copied by mirroring.
     pub mirrored: AtomicU64,
+    /// Misses answered from the memory of what upstream did not have.
+    pub negative_hits: AtomicU64,
+    /// Misses refused because the upstream's fetches were all in use.
+    pub throttled: AtomicU64,
 }
+
+/// How long an upstream's "not found" is remembered: within it, asking
+/// again for the same name costs the upstream nothing (a tag pushed
+/// upstream meanwhile is seen at most this late).
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+/// Most "not found" answers remembered.
+const NEGATIVE_MAX: usize = 10_000;
 
 /// Held while one request fetches a manifest; the others wait on it.
 type FetchLock = Arc<tokio::sync::Mutex<()>>;
@@ -76,6 +87,8 @@ pub struct Sync {
     blob_flights: Mutex<HashMap<(RepoName, Digest), Arc<blobs::Flight>>>,
     /// When each (repository, tag) was last checked upstream.
     checked: Mutex<HashMap<(RepoName, String), Instant>>,
+    /// (repository, reference or digest) the upstream did not have, and when.
+    absent: Mutex<HashMap<(RepoName, String), Instant>>,
 }
 
 impl Sync {
@@ -85,7 +98,28 @@ impl Sync {
             manifest_fetches: Mutex::default(),
             blob_flights: Mutex::default(),
             checked: Mutex::default(),
+            absent: Mutex::default(),
         }
+    }
+
+    /// Whether the upstream said it lacks `what` less than [`NEGATIVE_TTL`] ago.
+    pub(super) fn known_absent(&self, repo: &RepoName, what: &str) -> bool {
+        self.absent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(repo.clone(), what.to_owned()))
+            .is_some_and(|t| t.elapsed() < NEGATIVE_TTL)
+    }
+
+    pub(super) fn note_absent(&self, repo: &RepoName, what: &str) {
+        let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
+        if absent.len() >= NEGATIVE_MAX {
+            absent.retain(|_, t| t.elapsed() < NEGATIVE_TTL);
+            if absent.len() >= NEGATIVE_MAX {
+                absent.clear();
+            }
+        }
+        absent.insert((repo.clone(), what.to_owned()), Instant::now());
     }
 
     /// The on-demand registry, rule and upstream name for a local name.
@@ -187,6 +221,17 @@ impl Registry {
         &self.sync_stats
     }
 
+    /// Whether `what` is known to be missing upstream (counted when so).
+    fn remembered_absent(&self, sync: &Sync, repo: &RepoName, what: &str) -> bool {
+        let known = sync.known_absent(repo, what);
+        if known {
+            self.sync_stats
+                .negative_hits
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        known
+    }
+
     fn sync_failed(&self, what: &str, e: &dyn std::fmt::Display) {
         self.sync_stats
             .upstream_errors
@@ -232,10 +277,26 @@ impl Registry {
                 Some(t.clone())
             }
         };
-        let lock = sync.fetch_lock(repo, &reference.to_string());
+        let wanted = reference.to_string();
+        if !present && self.remembered_absent(&sync, repo, &wanted) {
+            return Ok(());
+        }
+        let lock = sync.fetch_lock(repo, &wanted);
         let _one_fetch = lock.lock().await;
         // Another request may have done the work while this one waited.
         let present = self.resolve_manifest(repo, reference).await.is_ok();
+        if !present && self.remembered_absent(&sync, repo, &wanted) {
+            return Ok(());
+        }
+        let Some(_turn) = reg.upstream.permit().await else {
+            self.sync_stats.throttled.fetch_add(1, Ordering::Relaxed);
+            // A cached copy is served as it is; a miss is refused for now.
+            return if present {
+                Ok(())
+            } else {
+                Err(CoreError::UpstreamBusy)
+            };
+        };
         if let Some(t) = &tag {
             if present && sync.checked_within(repo, t.as_str(), reg.manifest_check_interval) {
                 self.sync_stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -273,7 +334,10 @@ impl Registry {
                 }
                 Ok(())
             }
-            Err(CoreError::ManifestUnknown) => Ok(()),
+            Err(CoreError::ManifestUnknown) => {
+                sync.note_absent(repo, &wanted);
+                Ok(())
+            }
             Err(e) => {
                 self.sync_failed("fetching a manifest from upstream failed", &e);
                 Err(e)

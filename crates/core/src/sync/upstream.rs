@@ -5,6 +5,7 @@
 //! It knows the distribution API's paths and nothing of local storage.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -33,7 +34,16 @@ pub struct Upstream {
     retry_delay: Duration,
     /// (base URL, scope) → token and when it stops being used.
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+    /// Fetches for clients' misses that may run at once.
+    permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// Fetches (with their bodies) one upstream serves at once for clients'
+/// misses: anonymous readers cannot turn the registry into an amplifier
+/// that spends its upstream allowance without bound.
+pub const UPSTREAM_CONCURRENCY: usize = 16;
+/// How long a miss waits for one of them before it is refused (429).
+const PERMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// Largest token response and list page read.
 const TOKEN_LIMIT: usize = 1024 * 1024;
@@ -128,7 +138,17 @@ impl Upstream {
             max_retries,
             retry_delay,
             tokens: Mutex::new(HashMap::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(UPSTREAM_CONCURRENCY)),
         })
+    }
+
+    /// A turn to fetch from this upstream, held until the fetch ends;
+    /// `None` when none came free in time.
+    pub async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(PERMIT_WAIT, self.permits.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 
     pub fn urls(&self) -> &[String] {

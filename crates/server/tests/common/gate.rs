@@ -29,6 +29,26 @@ struct GateState {
     tokens_issued: AtomicUsize,
     down: AtomicBool,
     client: reqwest::Client,
+    /// Requests (with their bodies) being answered now, and the most ever.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// Counts a request as in flight until its response body is dropped.
+struct InFlight(Arc<GateState>);
+
+impl InFlight {
+    fn start(st: &Arc<GateState>) -> InFlight {
+        let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(st.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Gate {
@@ -116,6 +136,11 @@ impl Gate {
         *self.state.throttle.lock().unwrap() = pause;
     }
 
+    /// The most requests the upstream was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
     /// Answers 503 to everything (an upstream that is down).
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
@@ -196,6 +221,7 @@ async fn handle(State(st): State<Arc<GateState>>, req: Request) -> Response {
         return r;
     }
 
+    let flight = InFlight::start(&st);
     let mut fwd = st
         .client
         .request(method, format!("{}{path_and_query}", st.upstream));
@@ -251,5 +277,11 @@ async fn handle(State(st): State<Arc<GateState>>, req: Request) -> Response {
     } else {
         Body::from_stream(resp.bytes_stream())
     };
+    // In flight until the body is sent (or dropped).
+    let body = std::mem::replace(out.body_mut(), Body::empty());
+    *out.body_mut() = Body::from_stream(body.into_data_stream().map(move |c| {
+        let _held = &flight;
+        c
+    }));
     out
 }
