@@ -6,6 +6,7 @@
 //! keys: a leaked key must not be able to outlive its revocation.
 
 use crate::app::App;
+use crate::auth::Auth;
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,6 +18,7 @@ use berth_oci::endpoint::Query;
 use berth_oci::ErrorCode;
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use std::sync::Arc;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 8 * 1024;
@@ -39,13 +41,13 @@ pub async fn handle(State(app): State<App>, req: Request) -> Response {
 }
 
 async fn caller(
-    app: &App,
+    auth: &Arc<Auth>,
     method: &http::Method,
     headers: &http::HeaderMap,
 ) -> Result<Identity, ApiError> {
-    let who = app.auth().identify(method, headers).await?;
+    let who = auth.identify(method, headers).await?;
     match who.method {
-        Method::Anonymous => Err(app.auth().unauthorized("authentication required")),
+        Method::Anonymous => Err(auth.unauthorized("authentication required")),
         Method::ApiKey => Err(ApiError::with_detail(
             ErrorCode::Denied,
             "API keys cannot manage API keys",
@@ -55,11 +57,12 @@ async fn caller(
 }
 
 async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
-    let Some(table) = app.auth().api_keys.clone() else {
+    let auth = crate::app::in_force(req.extensions(), app);
+    let Some(table) = auth.api_keys.clone() else {
         return Ok((StatusCode::NOT_FOUND, "API keys are not enabled\n").into_response());
     };
     let (parts, body) = req.into_parts();
-    let who = caller(app, &parts.method, &parts.headers).await?;
+    let who = caller(&auth, &parts.method, &parts.headers).await?;
     let user = who.user.clone().unwrap_or_default();
     match parts.method {
         http::Method::GET => {

@@ -44,8 +44,9 @@ impl App {
         }
     }
 
-    /// The authentication and policy in force.
-    pub fn auth(&self) -> Arc<Auth> {
+    /// The authentication and policy in force now. A request uses the
+    /// snapshot taken when it arrived instead ([`in_force`]).
+    pub fn current_auth(&self) -> Arc<Auth> {
         self.auth.load_full()
     }
 
@@ -59,12 +60,12 @@ impl App {
     /// build cannot check gets every registry request refused (fail closed).
     pub async fn authorize(
         &self,
+        auth: &Arc<Auth>,
         endpoint: &Endpoint,
         query: &Query,
         method: &http::Method,
         headers: &HeaderMap,
     ) -> Result<Access, Refused> {
-        let auth = self.auth();
         if auth.fail_closed {
             return Err(auth
                 .unauthorized("the configured authentication method is not supported by this build")
@@ -73,6 +74,20 @@ impl App {
         auth.authorize(&self.registry, endpoint, query, method, headers)
             .await
     }
+}
+
+/// The authentication and policy in force for one request, taken once when
+/// it arrived (by the request middleware), so that a configuration reload in
+/// the middle of it cannot split it across two configurations.
+#[derive(Clone)]
+pub struct InForce(pub Arc<Auth>);
+
+/// The request's snapshot (the current configuration if, outside the
+/// router, it has none).
+pub fn in_force(extensions: &http::Extensions, app: &App) -> Arc<Auth> {
+    extensions
+        .get::<InForce>()
+        .map_or_else(|| app.current_auth(), |f| f.0.clone())
 }
 
 pub fn router(app: App) -> Router {
@@ -125,6 +140,8 @@ async fn log_request(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
+    let mut req = req;
+    req.extensions_mut().insert(InForce(app.current_auth()));
     let req = req.map(|b| {
         axum::body::Body::new(crate::metrics::Counted::new(
             b,

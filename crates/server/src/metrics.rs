@@ -343,13 +343,14 @@ impl Metrics {
 
 /// `GET <prometheus.path>`, allowed by `accessControl.metrics`.
 pub async fn serve(State(app): State<App>, req: Request) -> Response {
-    let who = match app.auth().identify(req.method(), req.headers()).await {
+    let auth = crate::app::in_force(req.extensions(), &app);
+    let who = match auth.identify(req.method(), req.headers()).await {
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    if !app.auth().policy.metrics_allowed(&who) {
+    if !auth.policy.metrics_allowed(&who) {
         let e = if who.is_anonymous() {
-            app.auth().unauthorized("authentication required")
+            auth.unauthorized("authentication required")
         } else {
             crate::error::ApiError::with_detail(
                 berth_oci::ErrorCode::Denied,

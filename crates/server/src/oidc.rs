@@ -257,7 +257,7 @@ fn redirect(to: &str) -> Response {
 
 /// `GET /zot/auth/login?provider=<name>&callback_ui=<where to return>`.
 pub async fn login(State(app): State<App>, req: Request) -> Response {
-    let auth = app.auth();
+    let auth = crate::app::in_force(req.extensions(), &app);
     let (Some(oidc), Some(sessions)) = (&auth.oidc, &auth.sessions) else {
         return text(
             http::StatusCode::NOT_FOUND,
@@ -317,16 +317,17 @@ pub async fn callback(
     uri: http::Uri,
     headers: http::HeaderMap,
     peer: Option<axum::Extension<crate::audit::Peer>>,
+    in_force: Option<axum::Extension<crate::app::InForce>>,
 ) -> Response {
     let peer = peer.map(|p| p.0);
-    let auth = app.auth();
+    let auth = in_force.map_or_else(|| app.current_auth(), |f| f.0 .0);
     let (Some(oidc), Some(sessions)) = (&auth.oidc, &auth.sessions) else {
         return text(
             http::StatusCode::NOT_FOUND,
             "OpenID login is not configured",
         );
     };
-    match finish(&app, oidc, &name, &uri, &headers).await {
+    match finish(&auth, oidc, &name, &uri, &headers).await {
         Ok((session, back)) => match sessions.create(&session).await {
             Ok(cookie) => {
                 tracing::info!(user = %session.user, provider = %name, "login");
@@ -357,8 +358,8 @@ pub async fn callback(
             if let Some(a) = &app.audit {
                 a.record(crate::audit::Event::new("login", 401).from(peer.as_ref()));
             }
-            if !app.auth().fail_delay.is_zero() {
-                tokio::time::sleep(app.auth().fail_delay).await;
+            if !auth.fail_delay.is_zero() {
+                tokio::time::sleep(auth.fail_delay).await;
             }
             let mut r = text(http::StatusCode::UNAUTHORIZED, "login failed");
             r.headers_mut().append(
@@ -371,13 +372,12 @@ pub async fn callback(
 }
 
 async fn finish(
-    app: &App,
+    auth: &crate::auth::Auth,
     oidc: &Oidc,
     name: &str,
     uri: &http::Uri,
     headers: &http::HeaderMap,
 ) -> Result<(Session, String), String> {
-    let auth = app.auth();
     let sessions = auth
         .sessions
         .as_ref()
@@ -470,7 +470,7 @@ fn standard_claim(
 
 /// `POST /zot/auth/logout`: ends the session.
 pub async fn logout(State(app): State<App>, req: Request) -> Response {
-    let auth = app.auth();
+    let auth = crate::app::in_force(req.extensions(), &app);
     let Some(sessions) = &auth.sessions else {
         return text(http::StatusCode::NOT_FOUND, "sessions are not configured");
     };

@@ -503,7 +503,7 @@ async fn reload(
     }
     match Auth::from_settings(&new, registry, base_url).await {
         Ok(auth) => {
-            let auth = auth.carry_over(&app.auth());
+            let auth = auth.carry_over(&app.current_auth());
             app.set_auth(auth);
             tracing::info!(path = %path.display(), "configuration reloaded");
             Some((new, sync))

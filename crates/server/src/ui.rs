@@ -47,7 +47,7 @@ code{{background:#f3f3f3;padding:.1rem .3rem;word-break:break-all}}.key{{font-si
 
 /// `GET /`.
 pub async fn index(State(app): State<App>, req: Request) -> Response {
-    let auth = app.auth();
+    let auth = crate::app::in_force(req.extensions(), &app);
     let session = match &auth.sessions {
         Some(s) => s.lookup(req.headers()).await,
         None => None,

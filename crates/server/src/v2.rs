@@ -57,13 +57,14 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
             .flatten();
             let download = matches!(ep, Endpoint::GetManifest { head: false, .. });
             let upload = matches!(ep, Endpoint::PutManifest { .. });
+            let auth = crate::app::in_force(&parts.extensions, &app);
             let (resp, who) = match app
-                .authorize(&ep, &query, &parts.method, &parts.headers)
+                .authorize(&auth, &ep, &query, &parts.method, &parts.headers)
                 .await
             {
                 Err(refused) => (refused.error.into_response(), refused.identity),
                 Ok(access) => {
-                    let r = handle(&app, ep, &access, &parts.headers, &query, body).await;
+                    let r = handle(&app, &auth, ep, &access, &parts.headers, &query, body).await;
                     (
                         r.unwrap_or_else(IntoResponse::into_response),
                         Some(access.identity),
@@ -144,6 +145,7 @@ fn audit_event(
 
 async fn handle(
     app: &App,
+    auth: &crate::auth::Auth,
     ep: Endpoint,
     access: &Access,
     headers: &HeaderMap,
@@ -160,7 +162,6 @@ async fn handle(
         Endpoint::Catalog => {
             let (n, last) = pagination(query)?;
             // Only what the caller may read; the rule comes from the policy.
-            let auth = app.auth();
             let (policy, who) = (&auth.policy, &access.identity);
             let page = reg
                 .catalog(n, last, |repo| {
@@ -229,8 +230,7 @@ async fn handle(
                     // Another push created the tag first: the same answer as
                     // a push to a tag that existed when it was authorized.
                     CoreError::TagExists(_) => {
-                        app.auth()
-                            .refusal(&access.identity, Action::Update, repo.as_str())
+                        auth.refusal(&access.identity, Action::Update, repo.as_str())
                     }
                     e => e.into(),
                 })?;
