@@ -9,10 +9,12 @@
 //!   with a short cache of successful checks.
 //! - [`apikey`]: minting, hashing and checking API keys.
 //! - [`basic`]: parsing the `Authorization` header.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod apikey;
 pub mod basic;
-pub mod glob;
+/// Globs live in `berth-oci` (core uses them too, for sync rules).
+pub use berth_oci::glob;
 pub mod htpasswd;
 pub mod policy;
 

@@ -40,7 +40,7 @@ impl Registry {
         let dir = keys::records(kind);
         let mut out = Vec::new();
         for e in self.store.list(dir).await? {
-            if let Some(b) = self.store.get(&format!("{dir}/{}", e.name)).await? {
+            if let Some(b) = self.store.get(&keys::child(dir, &e.name)).await? {
                 out.push(b);
             }
         }

@@ -86,12 +86,6 @@ pub struct GcReport {
     pub repo_bytes: Vec<(String, u64)>,
 }
 
-/// Where a hidden object waits: its original key, `/` spelled `~` (no key
-/// component may contain `~`), so an interrupted pass can be undone.
-fn trash_key(trash: &str, original: &str) -> String {
-    format!("{trash}/{}", original.replace('/', "~"))
-}
-
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
 fn digest_of(alg: Algorithm, name: &str) -> Option<Digest> {
@@ -103,7 +97,7 @@ impl Registry {
     pub(crate) async fn linked(&self, repo: &RepoName, kind: &str) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for alg in ALGORITHMS {
-            let dir = format!("{}/{kind}/{}", keys::repo(repo), alg.as_str());
+            let dir = keys::links(repo, kind, alg);
             for e in self.store.list(&dir).await? {
                 out.extend(digest_of(alg, &e.name));
             }
@@ -180,7 +174,7 @@ impl Registry {
     async fn recover_trash(&self) -> Result<usize> {
         let mut restored = 0;
         for pass in self.store.list(keys::GC_TRASH).await? {
-            let dir = format!("{}/{}", keys::GC_TRASH, pass.name);
+            let dir = keys::gc_pass(&pass.name);
             restored += self.put_back(&dir, "").await?;
             self.store.delete_prefix(&dir).await?;
         }
@@ -195,7 +189,7 @@ impl Registry {
 
     /// Moves an object out of sight into `trash`; `None` if it was gone.
     pub(crate) async fn hide(&self, key: &str, trash: &str) -> Option<String> {
-        let to = trash_key(trash, key);
+        let to = keys::hidden(trash, key);
         let moved = self.store.rename(key, &to, Durability::Lazy).await;
         moved.is_ok().then_some(to)
     }
@@ -230,15 +224,12 @@ impl Registry {
     async fn put_back(&self, dir: &str, prefix: &str) -> Result<usize> {
         let mut restored = 0;
         for e in self.store.list(dir).await? {
-            let original = e.name.replace('~', "/");
+            let original = keys::unhidden(&e.name);
             if berth_storage::check_key(&original, false).is_err() || !original.starts_with(prefix)
             {
                 continue;
             }
-            if self
-                .restore(&format!("{dir}/{}", e.name), &original)
-                .await?
-            {
+            if self.restore(&keys::child(dir, &e.name), &original).await? {
                 restored += 1;
             }
         }
@@ -273,7 +264,7 @@ impl Registry {
         let mut report = GcReport::default();
         let repos: Vec<RepoName> = self.repositories().await?;
         report.repositories = repos.len();
-        let trash = format!("{}/{}", keys::GC_TRASH, uuid::Uuid::new_v4().simple());
+        let trash = keys::gc_pass(&uuid::Uuid::new_v4().simple().to_string());
 
         // Retention first: what it unlinks is collected in this same pass.
         if let Some(retention) = &opts.retention {
@@ -295,7 +286,7 @@ impl Registry {
                     // it had hidden goes back at once.
                     Err(e) => {
                         tracing::warn!(repository = %repo, error = %e, "retention skipped this repository");
-                        let prefix = format!("{}/", keys::repo(repo));
+                        let prefix = keys::repo_prefix(repo);
                         if let Err(e) = self.put_back(&trash, &prefix).await {
                             tracing::warn!(repository = %repo, error = %e, "could not put back what retention hid");
                         }
@@ -339,9 +330,9 @@ impl Registry {
         }
         let mut blob_candidates: Vec<(Digest, u64)> = Vec::new();
         for alg in ALGORITHMS {
-            let top = format!("{}/{}", keys::BLOBS, alg.as_str());
+            let top = keys::blob_shards(alg);
             for prefix in self.store.list(&top).await? {
-                for e in self.store.list(&format!("{top}/{}", prefix.name)).await? {
+                for e in self.store.list(&keys::child(&top, &prefix.name)).await? {
                     let Some(d) = digest_of(alg, &e.name) else {
                         continue;
                     };

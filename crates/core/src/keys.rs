@@ -19,7 +19,7 @@
 //! Repository name components never start with `_`, so the `_` directories
 //! cannot collide with nested repository names.
 
-use berth_oci::{Digest, RepoName, Tag};
+use berth_oci::{Algorithm, Digest, RepoName, Tag};
 
 pub const REPOSITORIES: &str = "repositories";
 pub const LAYERS: &str = "_layers";
@@ -36,6 +36,59 @@ pub const QUARANTINE: &str = "quarantine";
 pub const GC_TRASH: &str = "gc-trash";
 pub const GC_LEASE: &str = "gc-lease";
 pub const GC_LEASE_STALE: &str = "gc-lease-stale";
+
+/// An entry of a listing, under the directory listed.
+pub fn child(dir: &str, name: &str) -> String {
+    format!("{dir}/{name}")
+}
+
+/// The directory of a repository's links of one kind (`_layers` or
+/// `_manifests`) and algorithm.
+pub fn links(r: &RepoName, kind: &str, alg: Algorithm) -> String {
+    format!("{REPOSITORIES}/{r}/{kind}/{}", alg.as_str())
+}
+
+/// The directory of the content shards of one algorithm.
+pub fn blob_shards(alg: Algorithm) -> String {
+    format!("{BLOBS}/{}", alg.as_str())
+}
+
+/// Everything of a repository is under this prefix.
+pub fn repo_prefix(r: &RepoName) -> String {
+    format!("{REPOSITORIES}/{r}/")
+}
+
+/// The directory that may hold repositories named `parent/...` (`""` for
+/// the top).
+pub fn repositories_under(parent: &str) -> String {
+    if parent.is_empty() {
+        REPOSITORIES.to_owned()
+    } else {
+        format!("{REPOSITORIES}/{parent}")
+    }
+}
+
+/// Where a collection pass hides what it may delete.
+pub fn gc_pass(id: &str) -> String {
+    format!("{GC_TRASH}/{id}")
+}
+
+/// Where a pass's `trash` holds a hidden object: its original key with `/`
+/// spelled `~` (no key component may contain `~`), so an interrupted pass
+/// can be undone.
+pub fn hidden(trash: &str, original: &str) -> String {
+    format!("{trash}/{}", original.replace('/', "~"))
+}
+
+/// The original key of a hidden object's name, inverse of [`hidden`].
+pub fn unhidden(name: &str) -> String {
+    name.replace('~', "/")
+}
+
+/// Where a stale collection lease is moved while it is taken over.
+pub fn gc_lease_aside(id: &str) -> String {
+    format!("{GC_LEASE_STALE}/{id}")
+}
 
 pub fn blob(d: &Digest) -> String {
     format!(

@@ -54,7 +54,7 @@ impl Registry {
         // Stale: move it aside atomically (only one taker can), and keep it
         // only if what moved is the lease judged stale, not a fresh one
         // written meanwhile by another taker.
-        let aside = format!("{}/{}", keys::GC_LEASE_STALE, uuid::Uuid::new_v4().simple());
+        let aside = keys::gc_lease_aside(&uuid::Uuid::new_v4().simple().to_string());
         match self
             .store
             .rename(keys::GC_LEASE, &aside, Durability::Lazy)

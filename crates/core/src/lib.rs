@@ -24,6 +24,7 @@
 //! Architecture invariant: every write a client can observe (a blob linked
 //! into a repository, a manifest, a tag) is durable in storage before the
 //! call returns, and content becomes visible only after its digest matched.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod accounts;
 pub mod blobs;

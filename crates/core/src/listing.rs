@@ -155,11 +155,7 @@ impl Registry {
         let mut names = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(name) = pending.pop() {
-            let prefix = if name.is_empty() {
-                keys::REPOSITORIES.to_owned()
-            } else {
-                format!("{}/{name}", keys::REPOSITORIES)
-            };
+            let prefix = keys::repositories_under(&name);
             let entries = self.store.list(&prefix).await?;
             if !name.is_empty() && is_repo(&entries) {
                 if let Some(repo) = RepoName::parse(&name) {

@@ -333,7 +333,7 @@ impl Registry {
         let dir = keys::referrers(repo, subject);
         let mut out = Vec::new();
         for entry in self.store.list(&dir).await? {
-            let Some(json) = self.store.get(&format!("{dir}/{}", entry.name)).await? else {
+            let Some(json) = self.store.get(&keys::child(&dir, &entry.name)).await? else {
                 continue;
             };
             let Ok(d) = serde_json::from_slice::<Descriptor>(&json) else {

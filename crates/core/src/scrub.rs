@@ -23,9 +23,9 @@ impl Registry {
     pub async fn scrub(&self, mut progress: impl FnMut(&ScrubReport)) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let top = format!("{}/{}", keys::BLOBS, alg.as_str());
+            let top = keys::blob_shards(alg);
             for prefix in self.store.list(&top).await? {
-                let dir = format!("{top}/{}", prefix.name);
+                let dir = keys::child(&top, &prefix.name);
                 for entry in self.store.list(&dir).await? {
                     let Ok(digest) = format!("{}:{}", alg.as_str(), entry.name).parse::<Digest>()
                     else {

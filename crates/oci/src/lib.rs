@@ -11,10 +11,14 @@
 //! - [`endpoint`]: the `/v2` path parser, reading from the right so that
 //!   repository names may hold any number of `/`.
 //! - [`error`]: the distribution-spec error codes and their HTTP status.
+//! - [`glob`]: repository patterns with zot's (doublestar) meaning, for the
+//!   access policy and for sync's content rules.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod digest;
 pub mod endpoint;
 pub mod error;
+pub mod glob;
 pub mod manifest;
 pub mod name;
 pub mod range;

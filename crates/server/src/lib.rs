@@ -14,6 +14,7 @@
 //!   JSON error body.
 //! - [`serve`]: listener, TLS, HTTP/1.1 and HTTP/2, graceful shutdown.
 //! - [`logging`]: structured logs.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod apikeys;
 pub mod app;

@@ -1,4 +1,5 @@
 //! The `berth` command: serve, verify a configuration, print the version.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use berth_server::config::{self, Settings};
 use clap::{Parser, Subcommand};

@@ -19,6 +19,7 @@
 //! appended to an upload by id with [`Backend::stage_writer`] and moved into
 //! its final key with [`Backend::stage_commit`], which is atomic: a reader
 //! sees the whole object or nothing.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod fs;
 pub mod mem;

@@ -1,4 +1,5 @@
 //! The behaviour every [`Backend`] must show. Each backend's tests call
+#![allow(clippy::unwrap_used)] // test support: a failed step is a failed test
 //! [`run`]; a new backend is done when it passes.
 
 use crate::{Backend, Durability::Durable, Durability::Lazy, Entry, StorageError};

@@ -2,7 +2,7 @@
 //! names), `destination` (where they go locally), `stripPrefix` (drop the
 //! prefix's fixed part from local names) and the `tags` filters.
 
-use berth_auth::glob::Glob;
+use berth_oci::glob::Glob;
 
 /// Glob metacharacters: a name component with one of them is a pattern.
 fn is_meta(component: &str) -> bool {
