@@ -251,8 +251,12 @@ impl Settings {
             return Err(err("log.level", format!("unknown level {log_level:?}")));
         }
         if let Some(ac) = &c.http.access_control {
-            berth_auth::Policy::new(&crate::auth::policy_spec(ac))
-                .map_err(|e| err("http.accessControl", e.to_string()))?;
+            berth_auth::Policy::new(&crate::auth::policy_spec(ac)).map_err(|e| match e {
+                berth_auth::policy::PolicyError::Actions { at, message } => {
+                    err(&format!("http.accessControl.{at}"), message)
+                }
+                other => err("http.accessControl.repositories", other.to_string()),
+            })?;
         }
         let auth_unsupported = c.http.auth.as_ref().is_some_and(|a| {
             let supported = a.htpasswd.as_ref().is_some_and(|h| h.path.is_some())
