@@ -17,7 +17,7 @@
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a successful check is remembered.
@@ -30,8 +30,11 @@ const RECHECK: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Loaded {
     users: HashMap<String, String>,
-    /// Checked for unknown users: the file's most common scheme and cost.
-    decoy: String,
+    /// Checked for unknown users: a hash of the file's most common scheme
+    /// and cost, made on first use (on the blocking path that checks
+    /// passwords, not while the file is loaded).
+    decoy: Arc<OnceLock<String>>,
+    decoy_cost: Option<Cost>,
     stamp: Option<(SystemTime, u64)>,
     checked: Option<Instant>,
     /// The file was found missing (reported once until it is back).
@@ -215,7 +218,8 @@ fn load(path: &Path) -> std::io::Result<Loaded> {
         tracing::warn!(path = %path.display(), line = u.line, reason = u.reason, "htpasswd line cannot be used; it is ignored");
     }
     Ok(Loaded {
-        decoy: decoy(common_cost(&users)),
+        decoy: Arc::default(),
+        decoy_cost: Some(common_cost(&users)),
         users,
         stamp: stamp(path).ok(),
         checked: Some(Instant::now()),
@@ -283,7 +287,6 @@ impl Htpasswd {
         if Some(now) == previous && !was_missing {
             return;
         }
-        // Hash the decoy outside the lock: requests keep being answered.
         match load(&self.path) {
             Ok(new) => {
                 let users = new.users.len();
@@ -299,6 +302,15 @@ impl Htpasswd {
                 }
             }
         }
+    }
+
+    /// The decoy for the entries in force, made once per load.
+    fn decoy_hash(&self) -> String {
+        let (cell, cost) = {
+            let l = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+            (l.decoy.clone(), l.decoy_cost.unwrap_or(Cost::Bcrypt(5)))
+        };
+        cell.get_or_init(|| decoy(cost)).clone()
     }
 
     /// Whether the file was missing or unreadable at the last look.
@@ -334,13 +346,7 @@ impl Htpasswd {
     /// threads unless [`Htpasswd::cached`] said yes.
     pub fn verify(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self.stored_hash(user) else {
-            let decoy = self
-                .loaded
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .decoy
-                .clone();
-            let _ = verify_hash(password, &decoy);
+            let _ = verify_hash(password, &self.decoy_hash());
             return false;
         };
         let key = cache_key(user, password, &hash);
@@ -510,7 +516,7 @@ mod tests {
         let path = dir.path().join("htpasswd");
         std::fs::write(&path, format!("alice:{}\n", five[0])).unwrap();
         let h = Htpasswd::open(&path).unwrap();
-        let decoy_cost = |h: &Htpasswd| cost_of(&h.loaded.read().unwrap().decoy);
+        let decoy_cost = |h: &Htpasswd| cost_of(&h.decoy_hash());
         assert_eq!(decoy_cost(&h), Ok(Cost::Bcrypt(5)));
         std::fs::write(
             &path,
