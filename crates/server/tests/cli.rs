@@ -294,6 +294,48 @@ fn verify_and_serve_refuse_the_same_configs() {
     assert!(!std::path::Path::new(&root).exists(), "nothing was created");
 }
 
+/// htpasswd lines that cannot log in are warned about by line number,
+/// never with their hash.
+#[test]
+fn verify_warns_of_unusable_htpasswd_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!(
+            "alice:{}\nbob:$apr1$salt$hashvalue\ncarol:plain-secret\n",
+            bcrypt::hash("pw", 4).unwrap()
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("c.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"storage":{{"rootDirectory":{:?}}},"http":{{"auth":{{"htpasswd":{{"path":{:?}}}}}}}}}"#,
+            dir.path().join("data").display().to_string(),
+            htpasswd.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = berth().arg("verify").arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let shown = htpasswd.display().to_string();
+    for line in [2, 3] {
+        assert!(
+            text.contains(&format!(
+                "warning: http.auth.htpasswd.path {shown} line {line}:"
+            )),
+            "line {line}: {text}"
+        );
+    }
+    assert!(
+        !text.contains("hashvalue") && !text.contains("plain-secret"),
+        "{text}"
+    );
+}
+
 /// Keys accepted but not acted on are named by verify and at start-up.
 #[test]
 fn not_active_keys_are_named() {
