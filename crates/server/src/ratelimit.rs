@@ -41,11 +41,20 @@ struct Bucket {
     at: Instant,
 }
 
+#[derive(Default)]
+struct Table {
+    buckets: HashMap<(IpAddr, String), Bucket>,
+    /// The size at which idle buckets are next looked for: doubles when a
+    /// pruning frees little, so a sustained flood does not scan the table
+    /// on every request.
+    prune_at: usize,
+}
+
 /// One limit: a token bucket per (client address, path).
 struct Buckets {
     rate: f64,
     burst: f64,
-    table: Mutex<HashMap<(IpAddr, String), Bucket>>,
+    table: Mutex<Table>,
 }
 
 impl Buckets {
@@ -53,7 +62,10 @@ impl Buckets {
         Buckets {
             rate: f64::from(rate),
             burst: f64::from(rate.max(1)),
-            table: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table {
+                buckets: HashMap::new(),
+                prune_at: PRUNE_AT,
+            }),
         }
     }
 
@@ -63,7 +75,8 @@ impl Buckets {
             let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
             (b.tokens + elapsed * self.rate).min(self.burst)
         };
-        if let Some(b) = table.get_mut(&(ip, path.to_owned())) {
+        let table = &mut *table;
+        if let Some(b) = table.buckets.get_mut(&(ip, path.to_owned())) {
             b.tokens = refill(b);
             b.at = now;
             if b.tokens >= 1.0 {
@@ -72,13 +85,14 @@ impl Buckets {
             }
             return false;
         }
-        if table.len() >= PRUNE_AT {
-            table.retain(|_, b| refill(b) < self.burst);
-            if table.len() >= MAX_KEYS {
+        if table.buckets.len() >= table.prune_at {
+            table.buckets.retain(|_, b| refill(b) < self.burst);
+            table.prune_at = (table.buckets.len() * 2).clamp(PRUNE_AT, MAX_KEYS);
+            if table.buckets.len() >= MAX_KEYS {
                 return false;
             }
         }
-        table.insert(
+        table.buckets.insert(
             (ip, path.to_owned()),
             Bucket {
                 tokens: self.burst - 1.0,
@@ -195,6 +209,7 @@ mod tests {
         }
         // All of them full again a second later: pruned on the next insert.
         assert!(b.allow(A, "/new", t + Duration::from_secs(1)));
-        assert_eq!(b.table.lock().unwrap().len(), 1);
+        assert_eq!(b.table.lock().unwrap().buckets.len(), 1);
+        assert_eq!(b.table.lock().unwrap().prune_at, PRUNE_AT);
     }
 }
