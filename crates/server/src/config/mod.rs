@@ -10,6 +10,8 @@
 pub mod check;
 pub mod duration;
 pub mod keys;
+#[cfg(test)]
+mod trace;
 pub mod types;
 
 pub use keys::inactive_features;
