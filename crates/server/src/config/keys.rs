@@ -476,7 +476,7 @@ fn descend_object(pattern: &str, shown: &str, v: &Value, out: &mut Vec<String>) 
         } else if has_children(&format!("{pattern}.*")) {
             // A map's own key (a repository pattern, a provider name).
             let entry = format!("{pattern}.*");
-            let shown = format!("{shown}.{k}");
+            let shown = format!("{shown}[{k:?}]");
             descend_object(&entry, &shown, child, out);
         }
     }
@@ -582,7 +582,7 @@ mod tests {
             "http.auth.sessionHashKey",
             "http.auth.sessionEncryptKey",
             "http.auth.sessionDriver",
-            "http.accessControl.repositories.**.policies[0].conditions",
+            r#"http.accessControl.repositories["**"].policies[0].conditions"#,
             "scheduler",
             "extensions.sync.registries[1].onlySigned",
             "extensions.sync.registries[1].preserveDigest=false",
