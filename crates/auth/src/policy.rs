@@ -72,6 +72,24 @@ impl Actions {
         self.0 == 0
     }
 
+    /// Parses action names as a configuration writes them: exactly `read`,
+    /// `create`, `update` or `delete` (zot compares them case-sensitively,
+    /// so `"Read"` grants nothing there; here it is refused).
+    pub fn parse_config<S: AsRef<str>>(names: &[S]) -> Result<Actions, String> {
+        let mut set = 0;
+        for n in names {
+            let n = n.as_ref();
+            let a = Action::ALL
+                .into_iter()
+                .find(|a| a.as_str() == n)
+                .ok_or_else(|| {
+                    format!("unknown action {n:?} (actions are read, create, update, delete, in lower case)")
+                })?;
+            set |= a.bit();
+        }
+        Ok(Actions(set))
+    }
+
     /// Parses action names; an unknown name is an error naming it.
     pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Actions, String> {
         let mut set = 0;
@@ -243,15 +261,34 @@ pub struct RuleSpec {
 pub enum PolicyError {
     #[error(transparent)]
     Glob(#[from] GlobError),
-    #[error("{0}")]
-    Actions(String),
+    /// An action list that names an unknown action; `at` is where, in
+    /// `accessControl`'s terms (`repositories."**".defaultPolicy`).
+    #[error("{at}: {message}")]
+    Actions { at: String, message: String },
 }
 
-fn rule(r: &RuleSpec) -> Result<Rule, PolicyError> {
+impl PolicyError {
+    /// Where in `accessControl` the error is, if it is an action list.
+    pub fn location(&self) -> Option<&str> {
+        match self {
+            PolicyError::Actions { at, .. } => Some(at),
+            PolicyError::Glob(_) => None,
+        }
+    }
+}
+
+fn actions<S: AsRef<str>>(
+    names: &[S],
+    at: impl FnOnce() -> String,
+) -> Result<Actions, PolicyError> {
+    Actions::parse_config(names).map_err(|message| PolicyError::Actions { at: at(), message })
+}
+
+fn rule(r: &RuleSpec, at: impl FnOnce() -> String) -> Result<Rule, PolicyError> {
     Ok(Rule {
         users: r.users.clone(),
         groups: r.groups.clone(),
-        actions: Actions::parse(&r.actions).map_err(PolicyError::Actions)?,
+        actions: actions(&r.actions, || format!("{}.actions", at()))?,
     })
 }
 
@@ -279,11 +316,17 @@ impl Policy {
     pub fn new(spec: &PolicySpec) -> Result<Policy, PolicyError> {
         let mut repos = Vec::new();
         for r in &spec.repositories {
+            let at = format!("repositories[{:?}]", r.pattern);
             repos.push(RepoRules {
                 pattern: Glob::new(&r.pattern)?,
-                policies: r.policies.iter().map(rule).collect::<Result<_, _>>()?,
-                default: Actions::parse(&r.default_policy).map_err(PolicyError::Actions)?,
-                anonymous: Actions::parse(&r.anonymous_policy).map_err(PolicyError::Actions)?,
+                policies: r
+                    .policies
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| rule(p, || format!("{at}.policies[{i}]")))
+                    .collect::<Result<_, _>>()?,
+                default: actions(&r.default_policy, || format!("{at}.defaultPolicy"))?,
+                anonymous: actions(&r.anonymous_policy, || format!("{at}.anonymousPolicy"))?,
             });
         }
         repos.sort_by(|a, b| {
@@ -301,12 +344,17 @@ impl Policy {
         }
         Ok(Policy {
             repos,
-            admin: spec.admin.as_ref().map(rule).transpose()?,
+            admin: spec
+                .admin
+                .as_ref()
+                .map(|r| rule(r, || "adminPolicy".into()))
+                .transpose()?,
             static_groups,
             metrics_users: spec.metrics_users.clone(),
-            metrics_anonymous: Actions::parse(&spec.metrics_anonymous)
-                .map_err(PolicyError::Actions)?
-                .contains(Action::Read),
+            metrics_anonymous: actions(&spec.metrics_anonymous, || {
+                "metrics.anonymousPolicy".into()
+            })?
+            .contains(Action::Read),
             open: false,
             anonymous_too: false,
         })
@@ -522,6 +570,39 @@ mod tests {
         assert!(p.needs_credentials());
         assert!(p.metrics_allowed(&anon));
         assert!(!p.metrics_allowed(&bob));
+    }
+
+    #[test]
+    fn action_names_are_exact_and_located() {
+        let spec = |default: &[&str], admin: &[&str]| PolicySpec {
+            repositories: vec![repo(
+                "**",
+                vec![rule(&["alice"], &[], &["read"])],
+                default,
+                &[],
+            )],
+            admin: Some(rule(&["root"], &[], admin)),
+            ..PolicySpec::default()
+        };
+        assert!(Policy::new(&spec(&["read", "create"], &["delete"])).is_ok());
+        // zot compares action names case-sensitively: "Read" grants nothing
+        // there, so it is refused here rather than granted.
+        let e = Policy::new(&spec(&["Read"], &[])).unwrap_err();
+        assert_eq!(e.location(), Some("repositories[\"**\"].defaultPolicy"));
+        assert!(e.to_string().contains("\"Read\""), "{e}");
+        let e = Policy::new(&spec(&[], &["pull"])).unwrap_err();
+        assert_eq!(e.location(), Some("adminPolicy.actions"));
+        let mut s = spec(&[], &[]);
+        s.repositories[0].policies[0].actions = vec![" read".into()];
+        let e = Policy::new(&s).unwrap_err();
+        assert_eq!(
+            e.location(),
+            Some("repositories[\"**\"].policies[0].actions")
+        );
+        let mut s = spec(&[], &[]);
+        s.metrics_anonymous = vec!["READ".into()];
+        let e = Policy::new(&s).unwrap_err();
+        assert_eq!(e.location(), Some("metrics.anonymousPolicy"));
     }
 
     #[test]

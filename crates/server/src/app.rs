@@ -113,6 +113,10 @@ pub fn router(app: App) -> Router {
         .route("/v2/{*rest}", axum::routing::any(v2::dispatch))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
+            crate::ratelimit::Limiter::shared(&app.settings),
+            crate::ratelimit::limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             log_request,
         ))

@@ -12,6 +12,7 @@
 //! - [`v2`]: the `/v2` dispatcher and its thin handlers.
 //! - [`error`]: the one mapping from errors to status, headers and the OCI
 //!   JSON error body.
+//! - [`ratelimit`]: zot's `http.ratelimit`, answered before authentication.
 //! - [`serve`]: listener, TLS, HTTP/1.1 and HTTP/2, graceful shutdown.
 //! - [`logging`]: structured logs.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -25,6 +26,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod oidc;
+pub mod ratelimit;
 pub mod serve;
 pub mod session;
 pub mod ui;

@@ -254,23 +254,27 @@ fn scrub(config: &std::path::Path) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Verify { config } => match settings_from(&config) {
-            Ok(s) => {
-                println!("{}: valid", config.display());
-                // Files it names are read at start-up; say now if they fail.
-                if let Err(e) = berth_server::config::build_sync(&s) {
-                    println!("  warning: {e}");
+        Command::Verify { config } => {
+            // The same checks `serve` makes before it starts.
+            let checked = settings_from(&config)
+                .and_then(|s| config::check::check(&s).map(|warnings| (s, warnings)));
+            match checked {
+                Ok((s, warnings)) => {
+                    println!("{}: valid", config.display());
+                    for w in &warnings {
+                        println!("  warning: {w}");
+                    }
+                    for f in &s.inactive {
+                        println!("  not active in this build: {f}");
+                    }
+                    ExitCode::SUCCESS
                 }
-                for f in &s.inactive {
-                    println!("  not active in this build: {f}");
+                Err(e) => {
+                    eprintln!("invalid configuration: {e}");
+                    ExitCode::from(2)
                 }
-                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("invalid configuration: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Command::Policy {
             command:
                 PolicyCommand::Explain {
@@ -303,8 +307,19 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            // Everything start-up opens is checked before anything starts,
+            // by the same function `verify` runs.
+            // (Its warnings are logged by the parts that load those files.)
+            if let Err(e) = config::check::check(&settings) {
+                eprintln!("invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
             if let Err(e) = berth_server::logging::init(&settings) {
-                eprintln!("cannot open log output: {e}");
+                let path = settings
+                    .log_output
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string());
+                eprintln!("invalid configuration: log.output {path}: {e}");
                 return ExitCode::from(2);
             }
             let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -496,9 +496,10 @@ async fn reload(
         || new.root_directory != old.root_directory
         || new.tls.is_some() != old.tls.is_some()
         || new.metrics_path != old.metrics_path
+        || new.ratelimit != old.ratelimit
     {
         tracing::warn!(
-            "listen address, storage, TLS and metrics path changes take effect at the next restart"
+            "listen address, storage, TLS, metrics path and rate limit changes take effect at the next restart"
         );
     }
     match Auth::from_settings(&new, registry, base_url).await {

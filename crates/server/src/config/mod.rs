@@ -7,8 +7,14 @@
 //! acts on into ready-to-use settings, listing the parts it accepts but does
 //! not act on yet so the operator is told at start-up.
 
+pub mod check;
 pub mod duration;
+pub mod keys;
+#[cfg(test)]
+mod trace;
 pub mod types;
+
+pub use keys::inactive_features;
 
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -79,11 +85,13 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         ));
     }
     let value = normalize(raw, "").map_err(|(k, m)| key_err(k, m))?;
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(value.clone()).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { "(root)".to_owned() } else { key };
         key_err(key, e.into_inner().to_string())
-    })
+    })?;
+    config.raw = value;
+    Ok(config)
 }
 
 /// Reads and parses a configuration file.
@@ -170,6 +178,8 @@ pub struct Settings {
     pub auth_unsupported: bool,
     /// Configured features this build accepts but does not act on yet.
     pub inactive: Vec<String>,
+    /// `http.ratelimit`, checked.
+    pub ratelimit: crate::ratelimit::RateLimits,
 }
 
 const LOG_LEVELS: [&str; 8] = [
@@ -201,6 +211,7 @@ impl Settings {
             access_control: None,
             auth_unsupported: false,
             inactive: Vec::new(),
+            ratelimit: Default::default(),
         }
     }
 
@@ -251,8 +262,20 @@ impl Settings {
             return Err(err("log.level", format!("unknown level {log_level:?}")));
         }
         if let Some(ac) = &c.http.access_control {
-            berth_auth::Policy::new(&crate::auth::policy_spec(ac))
-                .map_err(|e| err("http.accessControl", e.to_string()))?;
+            berth_auth::Policy::new(&crate::auth::policy_spec(ac)).map_err(|e| match e {
+                berth_auth::policy::PolicyError::Actions { at, message } => {
+                    err(&format!("http.accessControl.{at}"), message)
+                }
+                other => err("http.accessControl.repositories", other.to_string()),
+            })?;
+        }
+        for (i, v) in c.http.compat.iter().enumerate() {
+            if v != "docker2s2" {
+                return Err(err(
+                    &format!("http.compat[{i}]"),
+                    format!("unknown value {v:?} (zot knows only \"docker2s2\")"),
+                ));
+            }
         }
         let auth_unsupported = c.http.auth.as_ref().is_some_and(|a| {
             let supported = a.htpasswd.as_ref().is_some_and(|h| h.path.is_some())
@@ -308,6 +331,7 @@ impl Settings {
             access_control: c.http.access_control.clone(),
             auth_unsupported,
             inactive: inactive_features(c),
+            ratelimit: ratelimit(c.http.ratelimit.as_ref()).map_err(|(k, m)| err(&k, m))?,
         })
     }
 }
@@ -529,6 +553,43 @@ fn retention(
     })
 }
 
+/// `http.ratelimit`, checked: rates are whole requests per second, at
+/// least 1; methods are HTTP method names (upper-cased, as clients send them).
+fn ratelimit(
+    r: Option<&types::RateLimit>,
+) -> Result<crate::ratelimit::RateLimits, (String, String)> {
+    let Some(r) = r else {
+        return Ok(Default::default());
+    };
+    let rate = |n: u64, at: String| {
+        u32::try_from(n).ok().filter(|n| *n >= 1).ok_or((
+            at,
+            format!("{n} is not a rate (requests per second, at least 1)"),
+        ))
+    };
+    let mut out = crate::ratelimit::RateLimits {
+        rate: r
+            .rate
+            .map(|n| rate(n, "http.ratelimit.rate".into()))
+            .transpose()?,
+        methods: Vec::new(),
+    };
+    for (i, m) in r.methods.iter().enumerate() {
+        let at = format!("http.ratelimit.methods[{i}]");
+        let name = m.method.trim().to_ascii_uppercase();
+        let method = http::Method::from_bytes(name.as_bytes())
+            .ok()
+            .filter(|_| !name.is_empty())
+            .ok_or((
+                format!("{at}.method"),
+                format!("{:?} is not an HTTP method", m.method),
+            ))?;
+        out.methods
+            .push((method, rate(m.rate, format!("{at}.rate"))?));
+    }
+    Ok(out)
+}
+
 /// The metrics path when metrics are enabled; zot's rules for the path.
 fn metrics_path(c: &Config) -> Result<Option<String>, String> {
     let Some(m) = c.extensions.as_ref().and_then(|e| e.metrics.as_ref()) else {
@@ -555,52 +616,6 @@ fn metrics_path(c: &Config) -> Result<Option<String>, String> {
         return Err(format!("{path:?} is not a clean path of its own"));
     }
     Ok(Some(path))
-}
-
-/// The configured features that this build parses but does not act on.
-pub fn inactive_features(c: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut note = |present: bool, what: &str| {
-        if present {
-            out.push(what.to_owned());
-        }
-    };
-    let s = &c.storage;
-    note(s.sub_paths.is_some(), "storage.subPaths");
-    note(s.cache_driver.is_some(), "storage.cacheDriver");
-    note(
-        s.dedupe == Some(false),
-        "storage.dedupe=false (Berth always stores one copy per digest)",
-    );
-    let h = &c.http;
-    let auth = h.auth.as_ref();
-    note(
-        auth.is_some_and(|a| a.ldap.is_some()),
-        "http.auth.ldap (LDAP users cannot log in)",
-    );
-    note(
-        auth.is_some_and(|a| a.bearer.is_some()),
-        "http.auth.bearer (tokens of an external token service are not accepted)",
-    );
-    note(h.ratelimit.is_some(), "http.ratelimit");
-    note(h.allow_origin.is_some(), "http.allowOrigin");
-    if let Some(e) = &c.extensions {
-        if let Some(s) = &e.sync {
-            for (i, r) in s.registries.iter().enumerate() {
-                note(
-                    r.only_signed == Some(true),
-                    &format!("extensions.sync.registries[{i}].onlySigned (images are synced signed or not)"),
-                );
-            }
-        }
-        note(e.search.is_some(), "extensions.search");
-        note(e.lint.is_some(), "extensions.lint");
-        note(e.ui.is_some(), "extensions.ui");
-        note(e.trust.is_some(), "extensions.trust");
-        note(e.events.is_some(), "extensions.events");
-    }
-    note(c.cluster.is_some(), "cluster");
-    out
 }
 
 #[cfg(test)]

@@ -30,6 +30,10 @@ pub struct Config {
     pub extensions: Option<Extensions>,
     pub scheduler: Option<Scheduler>,
     pub cluster: Option<Cluster>,
+    /// The file as parsed (keys lower-cased), for telling the operator
+    /// which keys it sets that this build does not act on.
+    #[serde(skip)]
+    pub raw: Value,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
