@@ -31,3 +31,4 @@ pub mod serve;
 pub mod session;
 pub mod ui;
 pub mod v2;
+pub mod worker;

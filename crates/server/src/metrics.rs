@@ -29,6 +29,11 @@ struct RepoLabels {
     repo: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
 /// The metrics of one process.
 pub struct Metrics {
     registry: Registry,
@@ -52,6 +57,7 @@ pub struct Metrics {
     sync_mirrored: Counter,
     sync_negative_hits: Counter,
     sync_throttled: Counter,
+    worker_restarts: Family<WorkerLabels, Counter>,
 }
 
 /// A body that adds the bytes passing through to a counter.
@@ -182,6 +188,12 @@ impl Metrics {
             "Requests refused for bad or missing credentials",
             auth_failures.clone(),
         );
+        let worker_restarts = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "berth_worker_restarts",
+            "Times a background worker panicked and was restarted",
+            worker_restarts.clone(),
+        );
         let repo_bytes = Family::<RepoLabels, Gauge>::default();
         registry.register(
             "zot_repo_storage_bytes",
@@ -263,6 +275,7 @@ impl Metrics {
             gc_bytes,
             gc_seconds,
             repo_bytes,
+            worker_restarts,
             bytes_in,
             bytes_out,
             uploads_live,
@@ -318,6 +331,16 @@ impl Metrics {
                 .get_or_create(&RepoLabels { repo: repo.clone() })
                 .set(i64::try_from(*bytes).unwrap_or(i64::MAX));
         }
+    }
+
+    /// The restart counter of a background worker (shown from the start,
+    /// at 0).
+    pub fn worker_restarts(&self, worker: &str) -> Counter {
+        self.worker_restarts
+            .get_or_create(&WorkerLabels {
+                worker: worker.to_owned(),
+            })
+            .clone()
     }
 
     /// The text exposition, with the figures kept by the registry core

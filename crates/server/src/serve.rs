@@ -6,6 +6,7 @@
 use crate::app::{self, App};
 use crate::auth::Auth;
 use crate::config::{Settings, TlsFiles};
+use crate::worker::RESTART_PAUSE;
 use berth_core::{Options, Registry};
 use berth_storage::fs::FsBackend;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -127,68 +128,92 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     app.audit = audit;
     let router = app::router(app.clone());
 
-    let expiry = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(EXPIRY_PERIOD);
-        loop {
-            tick.tick().await;
-            match registry.expire_uploads().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "expired abandoned uploads"),
-                Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
-            }
-        }
-    });
-
     if let Err(e) = registry_for_reload.recover_gc_trash().await {
         tracing::warn!(error = %e, "could not look for an interrupted garbage collection");
     }
     let (maintenance, plan) = tokio::sync::watch::channel(Maintenance::of(&app.settings, sync));
     registry_for_reload.set_sync(plan.borrow().sync.clone());
-    let mirrors = Some(tokio::spawn(supervise_sync(
-        registry_for_reload.clone(),
-        maintenance.subscribe(),
-    )));
-    let collector = Some(tokio::spawn(collect_garbage(
-        registry_for_reload.clone(),
-        app.metrics.clone(),
-        app.audit.clone(),
-        plan,
-    )));
-    let pulls = {
+    let metrics = app.metrics.clone();
+    let worker = |name: &'static str| (name, metrics.worker_restarts(name));
+    let mut workers = Vec::new();
+    {
+        let (name, restarts) = worker("upload-expiry");
+        workers.push(crate::worker::spawn(
+            name,
+            restarts,
+            RESTART_PAUSE,
+            move || expire_uploads(registry.clone()),
+        ));
+    }
+    {
+        let (name, restarts) = worker("mirroring");
+        let (registry, plan) = (registry_for_reload.clone(), maintenance.subscribe());
+        let metrics = metrics.clone();
+        workers.push(crate::worker::spawn(
+            name,
+            restarts,
+            RESTART_PAUSE,
+            move || supervise_sync(registry.clone(), plan.clone(), metrics.clone()),
+        ));
+    }
+    {
+        let (name, restarts) = worker("gc");
+        let (registry, audit) = (registry_for_reload.clone(), app.audit.clone());
+        let metrics = metrics.clone();
+        workers.push(crate::worker::spawn(
+            name,
+            restarts,
+            RESTART_PAUSE,
+            move || {
+                collect_garbage(
+                    registry.clone(),
+                    metrics.clone(),
+                    audit.clone(),
+                    plan.clone(),
+                )
+            },
+        ));
+    }
+    {
+        let (name, restarts) = worker("pull-times");
         let registry = registry_for_reload.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PULL_FLUSH_PERIOD);
-            loop {
-                tick.tick().await;
-                if let Err(e) = registry.flush_pulls().await {
-                    tracing::warn!(error = %e, "could not write pull times");
-                }
-            }
-        })
-    };
-    let watcher = app.settings.config_path.clone().map(|path| {
-        tokio::spawn(watch_config(
-            app.clone(),
-            registry_for_reload.clone(),
-            path,
-            base_url.clone(),
-            maintenance,
-        ))
-    });
-    let scrubber = app.settings.scrub_interval.map(|every| {
+        workers.push(crate::worker::spawn(
+            name,
+            restarts,
+            RESTART_PAUSE,
+            move || write_pull_times(registry.clone()),
+        ));
+    }
+    if let Some(path) = app.settings.config_path.clone() {
+        let (name, restarts) = worker("config-watch");
+        let (app, registry, base_url) =
+            (app.clone(), registry_for_reload.clone(), base_url.clone());
+        let maintenance = Arc::new(maintenance);
+        workers.push(crate::worker::spawn(
+            name,
+            restarts,
+            RESTART_PAUSE,
+            move || {
+                watch_config(
+                    app.clone(),
+                    registry.clone(),
+                    path.clone(),
+                    base_url.clone(),
+                    maintenance.clone(),
+                )
+            },
+        ));
+    }
+    if let Some(every) = app.settings.scrub_interval {
+        let (name, restarts) = worker("scrub");
         let registry = registry_for_reload.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            loop {
-                tick.tick().await;
-                match registry.scrub(|_| {}).await {
-                    Ok(r) if r.corrupt.is_empty() => tracing::info!(checked = r.checked, bytes = r.bytes, "scrub: all content verified"),
-                    Ok(r) => tracing::error!(checked = r.checked, corrupt = ?r.corrupt, "scrub: corrupt content quarantined"),
-                    Err(e) => tracing::warn!(error = %e, "scrub failed"),
-                }
-            }
-        })
-    });
+        workers.push(crate::worker::spawn(
+            name,
+            restarts,
+            RESTART_PAUSE,
+            move || scrub(registry.clone(), every),
+        ));
+    }
 
     tracing::info!(%addr, scheme, version = env!("CARGO_PKG_VERSION"), "berth listening");
     // A plain line for scripts and tests that start Berth on port 0.
@@ -255,25 +280,63 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
             }
         });
     }
+    // HTTP first: stop taking requests, let those in flight finish; then
+    // the workers (a collection pass cut short is undone at the next start).
     tracing::info!("shutting down: draining in-flight requests");
     app.ready.store(false, Ordering::Relaxed);
     drop(listener);
-    expiry.abort();
-    pulls.abort();
-    for task in [watcher, scrubber, collector, mirrors]
-        .into_iter()
-        .flatten()
-    {
-        task.abort();
-    }
-    if let Err(e) = registry_for_reload.flush_pulls().await {
-        tracing::warn!(error = %e, "could not write pull times");
-    }
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
     }
+    drop(workers);
+    if let Err(e) = registry_for_reload.flush_pulls().await {
+        tracing::warn!(error = %e, "could not write pull times");
+    }
     Ok(())
+}
+
+/// Removes abandoned upload sessions, now and then.
+async fn expire_uploads(registry: Registry) {
+    let mut tick = tokio::time::interval(EXPIRY_PERIOD);
+    loop {
+        tick.tick().await;
+        match registry.expire_uploads().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "expired abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+        }
+    }
+}
+
+/// Writes the pull times noted in memory, now and then.
+async fn write_pull_times(registry: Registry) {
+    let mut tick = tokio::time::interval(PULL_FLUSH_PERIOD);
+    loop {
+        tick.tick().await;
+        if let Err(e) = registry.flush_pulls().await {
+            tracing::warn!(error = %e, "could not write pull times");
+        }
+    }
+}
+
+/// Re-hashes all content every `every`.
+async fn scrub(registry: Registry, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        match registry.scrub(|_| {}).await {
+            Ok(r) if r.corrupt.is_empty() => tracing::info!(
+                checked = r.checked,
+                bytes = r.bytes,
+                "scrub: all content verified"
+            ),
+            Ok(r) => {
+                tracing::error!(checked = r.checked, corrupt = ?r.corrupt, "scrub: corrupt content quarantined")
+            }
+            Err(e) => tracing::warn!(error = %e, "scrub failed"),
+        }
+    }
 }
 
 /// How often the configuration file is looked at.
@@ -305,13 +368,16 @@ impl Maintenance {
 
 /// Installs the sync extension in force and runs one mirroring loop per
 /// registry with a `pollInterval`; a reload replaces both.
-async fn supervise_sync(registry: Registry, mut plan: tokio::sync::watch::Receiver<Maintenance>) {
-    let mut loops: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+async fn supervise_sync(
+    registry: Registry,
+    mut plan: tokio::sync::watch::Receiver<Maintenance>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    let mut loops: Vec<crate::worker::Worker> = Vec::new();
     loop {
         let sync = plan.borrow_and_update().sync.clone();
-        for l in loops.drain(..) {
-            l.abort();
-        }
+        // Dropping a worker stops it.
+        loops.clear();
         registry.set_sync(sync.clone());
         let polled = sync.iter().flat_map(|s| {
             s.registries
@@ -321,25 +387,31 @@ async fn supervise_sync(registry: Registry, mut plan: tokio::sync::watch::Receiv
         });
         for (sync, i, every) in polled {
             let registry = registry.clone();
-            loops.push(tokio::spawn(async move {
-                let reg = &sync.registries[i];
-                loop {
-                    match registry.mirror(reg).await {
-                        Ok(n) => tracing::info!(
-                            upstream = ?reg.upstream.urls(),
-                            copied = n,
-                            "mirroring pass done"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "mirroring pass failed"),
+            let restarts = metrics.worker_restarts("mirroring");
+            loops.push(crate::worker::spawn(
+                "mirroring",
+                restarts,
+                RESTART_PAUSE,
+                move || {
+                    let (registry, sync) = (registry.clone(), sync.clone());
+                    async move {
+                        let reg = &sync.registries[i];
+                        loop {
+                            match registry.mirror(reg).await {
+                                Ok(n) => tracing::info!(
+                                    upstream = ?reg.upstream.urls(),
+                                    copied = n,
+                                    "mirroring pass done"
+                                ),
+                                Err(e) => tracing::warn!(error = %e, "mirroring pass failed"),
+                            }
+                            tokio::time::sleep(every).await;
+                        }
                     }
-                    tokio::time::sleep(every).await;
-                }
-            }));
+                },
+            ));
         }
         if plan.changed().await.is_err() {
-            for l in loops.drain(..) {
-                l.abort();
-            }
             return;
         }
     }
@@ -443,7 +515,7 @@ async fn watch_config(
     registry: Registry,
     path: std::path::PathBuf,
     base_url: String,
-    maintenance: tokio::sync::watch::Sender<Maintenance>,
+    maintenance: Arc<tokio::sync::watch::Sender<Maintenance>>,
 ) {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut last = file_stamp(&path);
