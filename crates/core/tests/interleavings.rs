@@ -201,6 +201,15 @@ fn arm(w: &World, p: Point) -> Breakpoint {
     }
 }
 
+/// Starts a pass and waits until it stopped at `point`.
+async fn stopped_pass(w: &World, point: Point) -> (Breakpoint, tokio::task::JoinHandle<GcReport>) {
+    let mut stop = arm(w, point);
+    let reg = w.reg.clone();
+    let pass = tokio::spawn(async move { Pausing::act("gc", pass(&reg)).await });
+    stop.reached().await;
+    (stop, pass)
+}
+
 /// A client's write during the pass.
 #[derive(Debug, Clone, Copy)]
 enum Write {
@@ -312,10 +321,7 @@ async fn no_interleaving_loses_an_acknowledged_write() {
     for point in POINTS {
         for op in WRITES {
             let w = world().await;
-            let mut stop = arm(&w, point);
-            let reg = w.reg.clone();
-            let collector = tokio::spawn(async move { Pausing::act("gc", pass(&reg)).await });
-            stop.reached().await;
+            let (stop, collector) = stopped_pass(&w, point).await;
             let acked = write(&w, op)
                 .await
                 .unwrap_or_else(|e| panic!("{point:?} {op:?}: {e}"));
@@ -358,10 +364,7 @@ async fn no_interleaving_loses_an_acknowledged_write() {
 #[tokio::test]
 async fn a_hidden_link_never_goes_back_over_a_fresh_one() {
     let w = world().await;
-    let mut stop = arm(&w, Point::GcHidLink);
-    let reg = w.reg.clone();
-    let collector = tokio::spawn(async move { Pausing::act("gc", pass(&reg)).await });
-    stop.reached().await;
+    let (stop, collector) = stopped_pass(&w, Point::GcHidLink).await;
     push_blob(&w.reg, &w.repo, blob_data("orphan"))
         .await
         .unwrap();
@@ -382,10 +385,7 @@ async fn a_hidden_link_never_goes_back_over_a_fresh_one() {
 #[tokio::test]
 async fn one_collection_pass_at_a_time() {
     let w = world().await;
-    let mut stop = arm(&w, Point::GcHidLink);
-    let reg = w.reg.clone();
-    let first = tokio::spawn(async move { Pausing::act("gc", pass(&reg)).await });
-    stop.reached().await;
+    let (stop, first) = stopped_pass(&w, Point::GcHidLink).await;
     assert!(matches!(
         w.reg.gc(options(), |_| {}).await,
         Err(CoreError::Busy)
