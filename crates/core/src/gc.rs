@@ -171,7 +171,7 @@ impl Registry {
         out
     }
 
-    async fn recover_trash(&self) -> Result<usize> {
+    pub(crate) async fn recover_trash(&self) -> Result<usize> {
         let mut restored = 0;
         for pass in self.store.list(keys::GC_TRASH).await? {
             let dir = keys::gc_pass(&pass.name);

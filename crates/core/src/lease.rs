@@ -5,7 +5,10 @@
 //! (`berth gc` beside a running server), finds the lease held and stays out,
 //! so it can neither put back what the first has hidden nor hide what the
 //! first is restoring. A lease left by a pass that died is taken over once
-//! it has not been refreshed for [`LEASE_TTL`].
+//! it has not been refreshed for [`LEASE_TTL`], or at once when it names a
+//! process of this host that no longer runs (a Berth killed mid-pass and
+//! started again recovers its hidden objects at start-up). A pass cut short
+//! by shutdown is undone by [`Registry::end_collection`].
 
 use crate::{keys, CoreError, Registry, Result};
 use berth_storage::{Durability, StorageError};
@@ -28,9 +31,10 @@ impl Registry {
     /// Takes the lease, or `CoreError::Busy` when a live pass holds it.
     pub(crate) async fn take_lease(&self) -> Result<Lease> {
         let holder = Bytes::from(format!(
-            "{} pid {}",
+            "{} pid {} host {}",
             uuid::Uuid::new_v4().simple(),
-            std::process::id()
+            std::process::id(),
+            this_host()
         ));
         let lease = || Lease {
             holder: holder.clone(),
@@ -41,14 +45,15 @@ impl Registry {
             .put_if_absent(keys::GC_LEASE, holder.clone())
             .await?
         {
-            return Ok(lease());
+            return Ok(self.held(lease()));
         }
         let stale_since = SystemTime::now()
             .checked_sub(LEASE_TTL)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let seen = self.store.get(keys::GC_LEASE).await?;
+        let dead = seen.as_deref().is_some_and(died_here);
         match self.store.modified(keys::GC_LEASE).await? {
-            Some(t) if t >= stale_since => return Err(CoreError::Busy),
+            Some(t) if t >= stale_since && !dead => return Err(CoreError::Busy),
             _ => {}
         }
         // Stale: move it aside atomically (only one taker can), and keep it
@@ -76,7 +81,7 @@ impl Registry {
             .await?
         {
             tracing::warn!("took over the collection lease of a pass that stopped refreshing it");
-            Ok(lease())
+            Ok(self.held(lease()))
         } else {
             Err(CoreError::Busy)
         }
@@ -98,8 +103,38 @@ impl Registry {
         Ok(())
     }
 
+    fn held(&self, lease: Lease) -> Lease {
+        *self.held_lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease.holder.clone());
+        lease
+    }
+
+    /// At shutdown, after the workers were stopped: a pass this process had
+    /// running was cut short, so put back what it hid and give up its
+    /// lease (else the next start would wait for the lease to go stale).
+    pub async fn end_collection(&self) -> Result<()> {
+        let held = self
+            .held_lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(holder) = held else {
+            return Ok(());
+        };
+        if self.store.get(keys::GC_LEASE).await?.as_ref() == Some(&holder) {
+            self.recover_trash().await?;
+            self.store
+                .delete(keys::GC_LEASE, Durability::Durable)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Ends a pass: removes the lease if it is still this pass's.
     pub(crate) async fn release_lease(&self, lease: Lease) -> Result<()> {
+        self.held_lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if self.store.get(keys::GC_LEASE).await?.as_ref() == Some(&lease.holder) {
             self.store
                 .delete(keys::GC_LEASE, Durability::Durable)
@@ -107,4 +142,36 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// This machine's name, as lease holders record it.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Whether a lease names a process of this host, other than this one, that
+/// no longer runs.
+fn died_here(holder: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(holder) else {
+        return false;
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let field = |name: &str| {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+    };
+    let (Some(pid), Some(host)) = (
+        field("pid").and_then(|p| p.parse::<u32>().ok()),
+        field("host"),
+    ) else {
+        return false;
+    };
+    host == this_host()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

@@ -142,6 +142,8 @@ pub struct Registry {
     blob_sizes: Arc<std::sync::Mutex<std::collections::HashMap<Digest, u64>>>,
     /// Pull times noted since they were last written, per repository.
     pulls: Arc<std::sync::Mutex<PullTimes>>,
+    /// The collection lease this process holds, if any (see [`lease`]).
+    held_lease: Arc<std::sync::Mutex<Option<bytes::Bytes>>>,
 }
 
 impl Registry {
@@ -157,6 +159,7 @@ impl Registry {
             sync: Arc::default(),
             sync_stats: Arc::default(),
             blob_sizes: Arc::default(),
+            held_lease: Arc::default(),
         }
     }
 

@@ -420,3 +420,48 @@ async fn a_dead_pass_lease_is_taken_over() {
     reg.gc(options(), |_| {}).await.unwrap();
     assert_eq!(store.get(keys::GC_LEASE).await.unwrap(), None);
 }
+
+/// A lease naming a process of this host that no longer runs (a Berth
+/// killed mid-pass) is taken over at once, so the restarted server
+/// recovers what that pass had hidden at start-up.
+#[tokio::test]
+async fn a_lease_of_a_dead_local_process_is_taken_over_at_once() {
+    let w = world().await;
+    use berth_storage::Backend;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    // Beyond any pid_max: no such process.
+    let dead = format!("old pid 99999999 host {}", host.trim());
+    w.store
+        .put_if_absent(keys::GC_LEASE, Bytes::from(dead))
+        .await
+        .unwrap();
+    pass(&w.reg).await;
+    // A live holder (this very process, another pass) keeps it.
+    let alive = format!("other pid {} host {}", std::process::id(), host.trim());
+    w.store
+        .put_if_absent(keys::GC_LEASE, Bytes::from(alive.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.reg.gc(options(), |_| {}).await,
+        Err(CoreError::Busy)
+    ));
+}
+
+/// A pass cut short by shutdown (its task aborted) is undone and its lease
+/// given up, so nothing stays hidden and the next start collects at once.
+#[tokio::test]
+async fn a_pass_cut_short_by_shutdown_is_undone() {
+    let w = world().await;
+    let (stop, collector) = stopped_pass(&w, Point::GcHidLink).await;
+    collector.abort();
+    let _ = collector.await;
+    drop(stop);
+    assert!(matches!(
+        w.reg.blob_size(&w.repo, &w.orphan).await,
+        Err(CoreError::BlobUnknown)
+    ));
+    w.reg.end_collection().await.unwrap();
+    readable_blob(&w, &w.orphan).await.unwrap();
+    pass(&w.reg).await;
+}

@@ -290,6 +290,9 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     drop(workers);
+    if let Err(e) = registry_for_reload.end_collection().await {
+        tracing::warn!(error = %e, "could not undo a collection pass cut short");
+    }
     if let Err(e) = registry_for_reload.flush_pulls().await {
         tracing::warn!(error = %e, "could not write pull times");
     }
