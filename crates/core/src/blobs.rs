@@ -41,7 +41,8 @@ impl Registry {
             .delete(&keys::layer_link(repo, digest), Durability::Durable)
             .await?
         {
-            self.forget_repo_if_empty(repo).await
+            self.forget_repo_if_empty(repo).await;
+            Ok(())
         } else {
             Err(CoreError::BlobUnknown)
         }

@@ -55,16 +55,22 @@ impl Pacer<'_> {
     /// Called often; sleeps after each burst of about 20 ms of work, and
     /// fails if another collector took the lease over.
     async fn tick(&mut self) -> Result<()> {
-        self.registry.keep_lease(&mut self.lease).await?;
-        if self.pace >= 1.0 {
-            return Ok(());
+        if self.pace < 1.0 {
+            let worked = self.since.elapsed();
+            if worked >= Duration::from_millis(20) {
+                // In slices, refreshing the lease between them: a long
+                // pause must not let the lease of a live pass look stale.
+                let mut rest = worked.mul_f64(1.0 / self.pace - 1.0);
+                while !rest.is_zero() {
+                    let slice = rest.min(Duration::from_secs(10));
+                    tokio::time::sleep(slice).await;
+                    rest -= slice;
+                    self.registry.keep_lease(&mut self.lease).await?;
+                }
+                self.since = std::time::Instant::now();
+            }
         }
-        let worked = self.since.elapsed();
-        if worked >= Duration::from_millis(20) {
-            tokio::time::sleep(worked.mul_f64(1.0 / self.pace - 1.0)).await;
-            self.since = std::time::Instant::now();
-        }
-        Ok(())
+        self.registry.keep_lease(&mut self.lease).await
     }
 }
 
@@ -176,7 +182,12 @@ impl Registry {
         for pass in self.store.list(keys::GC_TRASH).await? {
             let dir = keys::gc_pass(&pass.name);
             restored += self.put_back(&dir, "").await?;
-            self.store.delete_prefix(&dir).await?;
+            // `restore` removed each entry it handled; the directory goes
+            // only when nothing arrived in it meanwhile (never a blind
+            // delete of objects no one has looked at again).
+            if self.store.list(&dir).await?.is_empty() {
+                self.store.delete_prefix(&dir).await?;
+            }
         }
         if restored > 0 {
             tracing::warn!(
@@ -217,6 +228,13 @@ impl Registry {
             }
         };
         self.store.delete(hidden, Durability::Lazy).await?;
+        // A delete may have taken the repository out of the catalog while
+        // all its links were hidden: it holds something again.
+        if back {
+            if let Some(repo) = keys::repo_of(key) {
+                self.note_repo(&repo);
+            }
+        }
         Ok(back)
     }
 
@@ -384,6 +402,7 @@ impl Registry {
         // has started using since the mark.
         let mut referenced_now: BTreeMap<RepoName, HashSet<Digest>> = BTreeMap::new();
         for (repo, d, at) in &hidden_links {
+            pacer.tick().await?;
             if !referenced_now.contains_key(repo) {
                 referenced_now.insert(repo.clone(), self.referenced_by_manifests(repo).await?);
             }
@@ -429,7 +448,7 @@ impl Registry {
             )
             .collect();
         for repo in emptied.into_iter().filter_map(RepoName::parse) {
-            self.forget_repo_if_empty(&repo).await?;
+            self.forget_repo_if_empty(&repo).await;
         }
         Ok(report)
     }

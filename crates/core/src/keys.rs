@@ -68,6 +68,13 @@ pub fn repositories_under(parent: &str) -> String {
     }
 }
 
+/// The repository a key under `repositories/` belongs to.
+pub fn repo_of(key: &str) -> Option<RepoName> {
+    let rest = key.strip_prefix(REPOSITORIES)?.strip_prefix('/')?;
+    let end = rest.find("/_")?;
+    RepoName::parse(&rest[..end])
+}
+
 /// Where a collection pass hides what it may delete.
 pub fn gc_pass(id: &str) -> String {
     format!("{GC_TRASH}/{id}")
@@ -177,5 +184,21 @@ pub fn record(kind: crate::accounts::RecordKind, hash: &str) -> Result<String, c
         Err(crate::CoreError::DigestInvalid(
             "record hash must be 64 hex digits".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod repo_of_tests {
+    use super::*;
+
+    #[test]
+    fn repo_of_a_key() {
+        let r = RepoName::parse("a/b/c").unwrap();
+        let d = Digest::of(Algorithm::Sha256, b"x");
+        for key in [layer_link(&r, &d), manifest_link(&r, &d), tags(&r)] {
+            assert_eq!(repo_of(&key), Some(r.clone()), "{key}");
+        }
+        assert_eq!(repo_of(&blob(&d)), None);
+        assert_eq!(repo_of("repositories/a"), None);
     }
 }

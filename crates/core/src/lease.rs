@@ -6,7 +6,7 @@
 //! so it can neither put back what the first has hidden nor hide what the
 //! first is restoring. A lease left by a pass that died is taken over once
 //! it has not been refreshed for [`LEASE_TTL`], or at once when it names a
-//! process of this host that no longer runs (a Berth killed mid-pass and
+//! process of this machine (host name and boot) that no longer runs (a Berth killed mid-pass and
 //! started again recovers its hidden objects at start-up). A pass cut short
 //! by shutdown is undone by [`Registry::end_collection`].
 
@@ -31,10 +31,10 @@ impl Registry {
     /// Takes the lease, or `CoreError::Busy` when a live pass holds it.
     pub(crate) async fn take_lease(&self) -> Result<Lease> {
         let holder = Bytes::from(format!(
-            "{} pid {} host {}",
+            "{} pid {} machine {}",
             uuid::Uuid::new_v4().simple(),
             std::process::id(),
-            this_host()
+            this_machine().unwrap_or_else(|| "unknown".into())
         ));
         let lease = || Lease {
             holder: holder.clone(),
@@ -144,16 +144,30 @@ impl Registry {
     }
 }
 
-/// This machine's name, as lease holders record it.
-fn this_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
+/// This machine as lease holders record it: its host name and the kernel's
+/// boot id (a process of another boot is certainly gone). `None` where
+/// either cannot be read (no `/proc`): then no holder is ever judged dead
+/// early, only stale.
+fn this_machine() -> Option<String> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+    };
+    let host = read("/proc/sys/kernel/hostname")?;
+    let boot = read("/proc/sys/kernel/random/boot_id")?;
+    std::path::Path::new("/proc/self")
+        .exists()
+        .then(|| format!("{host}/{boot}"))
 }
 
-/// Whether a lease names a process of this host, other than this one, that
-/// no longer runs.
+/// Whether a lease names a process of this machine (same host name, same
+/// boot), other than this one, that no longer runs.
 fn died_here(holder: &[u8]) -> bool {
+    let Some(here) = this_machine() else {
+        return false;
+    };
     let Ok(text) = std::str::from_utf8(holder) else {
         return false;
     };
@@ -165,13 +179,13 @@ fn died_here(holder: &[u8]) -> bool {
             .and_then(|i| words.get(i + 1))
             .copied()
     };
-    let (Some(pid), Some(host)) = (
+    let (Some(pid), Some(machine)) = (
         field("pid").and_then(|p| p.parse::<u32>().ok()),
-        field("host"),
+        field("machine"),
     ) else {
         return false;
     };
-    host == this_host()
+    machine == here
         && pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }

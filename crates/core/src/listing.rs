@@ -81,8 +81,15 @@ impl Registry {
     /// Takes a repository out of the catalog once it holds nothing. Called
     /// after deletes; a push racing with it is never lost: the name goes
     /// first and the repository is looked at again, and a push notes its
-    /// name after writing its link.
-    pub(crate) async fn forget_repo_if_empty(&self, repo: &RepoName) -> Result<()> {
+    /// name after writing its link. The delete that calls this has been
+    /// done: a failure to look is logged and the name stays listed.
+    pub(crate) async fn forget_repo_if_empty(&self, repo: &RepoName) {
+        if let Err(e) = self.forget_if_empty(repo).await {
+            tracing::warn!(repository = %repo, error = %e, "could not check whether a repository is empty");
+        }
+    }
+
+    async fn forget_if_empty(&self, repo: &RepoName) -> Result<()> {
         if self.repo_exists(repo).await? {
             return Ok(());
         }

@@ -319,7 +319,8 @@ impl Registry {
             }
         }
         self.store.delete(&link, Durability::Durable).await?;
-        self.forget_repo_if_empty(repo).await
+        self.forget_repo_if_empty(repo).await;
+        Ok(())
     }
 
     /// The manifests of `repo` whose subject is `subject`, optionally only

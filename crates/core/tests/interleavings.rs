@@ -428,16 +428,21 @@ async fn a_dead_pass_lease_is_taken_over() {
 async fn a_lease_of_a_dead_local_process_is_taken_over_at_once() {
     let w = world().await;
     use berth_storage::Backend;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let read = |p: &str| std::fs::read_to_string(p).unwrap().trim().to_owned();
+    let machine = format!(
+        "{}/{}",
+        read("/proc/sys/kernel/hostname"),
+        read("/proc/sys/kernel/random/boot_id")
+    );
     // Beyond any pid_max: no such process.
-    let dead = format!("old pid 99999999 host {}", host.trim());
+    let dead = format!("old pid 99999999 machine {machine}");
     w.store
         .put_if_absent(keys::GC_LEASE, Bytes::from(dead))
         .await
         .unwrap();
     pass(&w.reg).await;
     // A live holder (this very process, another pass) keeps it.
-    let alive = format!("other pid {} host {}", std::process::id(), host.trim());
+    let alive = format!("other pid {} machine {machine}", std::process::id());
     w.store
         .put_if_absent(keys::GC_LEASE, Bytes::from(alive.clone()))
         .await

@@ -288,6 +288,14 @@ impl Registry {
         if !present && self.remembered_absent(&sync, repo, &wanted) {
             return Ok(());
         }
+        if let Some(t) = &tag {
+            if present && sync.checked_within(repo, t.as_str(), reg.manifest_check_interval) {
+                self.sync_stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        } else if present {
+            return Ok(());
+        }
         let Some(_turn) = reg.upstream.permit().await else {
             self.sync_stats.throttled.fetch_add(1, Ordering::Relaxed);
             // A cached copy is served as it is; a miss is refused for now.
@@ -297,14 +305,6 @@ impl Registry {
                 Err(CoreError::UpstreamBusy)
             };
         };
-        if let Some(t) = &tag {
-            if present && sync.checked_within(repo, t.as_str(), reg.manifest_check_interval) {
-                self.sync_stats.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
-            }
-        } else if present {
-            return Ok(());
-        }
         let result = self
             .fetch_manifest(
                 &reg.upstream,
