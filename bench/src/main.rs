@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod soak;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -61,6 +63,25 @@ enum Cmd {
         manifests: usize,
         #[arg(long, default_value_t = 100_000)]
         blobs: usize,
+    },
+    /// The soak: concurrent clients mixing pushes, pulls, tag lists and
+    /// deletes for a while, then every acknowledged write read back
+    /// (bench/soak.sh). Exits 1 on any unexplained error.
+    Soak {
+        #[arg(long)]
+        base: String,
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Lines of `KILL_MS READY_MS` (Unix milliseconds), one per restart.
+        #[arg(long)]
+        restart_file: Option<std::path::PathBuf>,
+        /// The server's pid (rewritten on restart), for RSS and fds.
+        #[arg(long)]
+        pid_file: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 60)]
+        report_secs: u64,
     },
     /// Milliseconds until a URL answers 200.
     WaitReady {
@@ -309,6 +330,27 @@ async fn main() -> Result<(), Error> {
                 "{}",
                 serde_json::json!({"manifests": manifests, "blobs": written, "orphans": orphans})
             );
+        }
+        Cmd::Soak {
+            base,
+            clients,
+            seconds,
+            restart_file,
+            pid_file,
+            report_secs,
+        } => {
+            let ok = soak::run(soak::Args {
+                base,
+                clients,
+                seconds,
+                restart_file,
+                pid_file,
+                report_secs,
+            })
+            .await?;
+            if !ok {
+                std::process::exit(1);
+            }
         }
         Cmd::WaitReady { url, timeout_secs } => {
             let started = Instant::now();

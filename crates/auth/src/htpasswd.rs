@@ -178,12 +178,45 @@ pub fn verify_hash(password: &str, hash: &str) -> bool {
     if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
         bcrypt::verify(password, hash).unwrap_or(false)
     } else if hash.starts_with("$6$") {
-        sha_crypt::sha512_check(password, hash).is_ok()
+        sha_crypt_matches(password, hash, true)
     } else if hash.starts_with("$5$") {
-        sha_crypt::sha256_check(password, hash).is_ok()
+        sha_crypt_matches(password, hash, false)
     } else {
         false
     }
+}
+
+/// A SHA-crypt entry, `$5$[rounds=N$]salt$hash` (or `$6$`): the hash is
+/// computed from the password and compared as text in constant time. (The
+/// crate's own `sha256_check` decodes the stored hash with an `unwrap` and
+/// panics on a malformed `$5$` line.)
+fn sha_crypt_matches(password: &str, hash: &str, sha512: bool) -> bool {
+    use subtle::ConstantTimeEq;
+    let mut parts = hash.split('$').skip(2);
+    let Some(mut salt) = parts.next() else {
+        return false;
+    };
+    let mut rounds = 5000; // the scheme's default
+    if let Some(r) = salt.strip_prefix("rounds=") {
+        let (Ok(r), Some(next)) = (r.parse(), parts.next()) else {
+            return false;
+        };
+        (rounds, salt) = (r, next);
+    }
+    let (Some(stored), None) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let (pw, salt) = (password.as_bytes(), salt.as_bytes());
+    let computed = if sha512 {
+        sha_crypt::Sha512Params::new(rounds)
+            .ok()
+            .and_then(|p| sha_crypt::sha512_crypt_b64(pw, salt, &p).ok())
+    } else {
+        sha_crypt::Sha256Params::new(rounds)
+            .ok()
+            .and_then(|p| sha_crypt::sha256_crypt_b64(pw, salt, &p).ok())
+    };
+    computed.is_some_and(|c| c.as_bytes().ct_eq(stored.as_bytes()).into())
 }
 
 /// A hash of a random password with the given scheme and cost, checked
@@ -410,6 +443,31 @@ mod tests {
             assert!(!verify_hash("x", unsupported));
         }
         assert!(!verify_hash("x", "$2y$10$broken"));
+    }
+
+    /// Found by the property tests: sha-crypt 0.5.0 panicked on a `$5$`
+    /// entry whose hash part is not its base64 (`$5$$s`).
+    #[test]
+    fn malformed_sha_crypt_entries_do_not_panic() {
+        for bad in [
+            "$5$$s",
+            "$5$salt$!!!",
+            "$5$salt$",
+            "$5$salt",
+            "$5$",
+            "$5$rounds=$salt$hash",
+            "$5$rounds=10$salt$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5",
+            "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5$",
+            "$6$$s",
+            "$6$salt$!!!",
+        ] {
+            assert!(!verify_hash("Hello world!", bad), "{bad}");
+        }
+        // With rounds, as glibc writes them.
+        let sha256 = "$5$rounds=10000$saltstringsaltst$3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA";
+        assert!(verify_hash("Hello world!", sha256));
+        let sha512 = "$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v.";
+        assert!(verify_hash("Hello world!", sha512));
     }
 
     #[test]

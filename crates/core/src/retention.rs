@@ -239,6 +239,16 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// A time stored as seconds since the Unix epoch, read back. Stored numbers
+/// may be corrupt: one past what `SystemTime` can hold reads as `now` (for a
+/// pull time: just pulled, so nothing is removed on its account) instead of
+/// overflowing.
+pub(crate) fn stored_time(secs: u64, now: SystemTime) -> SystemTime {
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .unwrap_or(now)
+}
+
 /// Tags and manifests removed by a pass (or, dry, that would be).
 #[derive(Debug, Clone, Default)]
 pub struct RetentionReport {
@@ -316,9 +326,10 @@ impl Registry {
                 *at = (*at).max(t);
             }
         }
+        let now = SystemTime::now();
         Ok(out
             .into_iter()
-            .map(|(d, t)| (d, UNIX_EPOCH + Duration::from_secs(t)))
+            .map(|(d, t)| (d, stored_time(t, now)))
             .collect())
     }
 
@@ -644,6 +655,57 @@ mod tests {
     }
 
     const H: u64 = 3600;
+
+    fn mem_registry() -> Registry {
+        Registry::new(
+            Arc::new(berth_storage::mem::MemBackend::new()),
+            crate::Options::default(),
+        )
+    }
+
+    /// Stored pull times past what `SystemTime` holds (before the fix,
+    /// `UNIX_EPOCH + secs` panicked and took the GC pass with it).
+    #[tokio::test]
+    async fn corrupt_pull_times_read_without_panicking() {
+        let reg = mem_registry();
+        let repo = RepoName::parse("corrupt/pulls").unwrap();
+        let (a, b) = (digest(1), digest(2));
+        let stored = serde_json::json!({ a.as_str(): u64::MAX, b.as_str(): 1_000u64 });
+        reg.store
+            .put(
+                &keys::pulls(&repo),
+                Bytes::from(stored.to_string()),
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        let before = SystemTime::now();
+        let times = reg.pull_times(&repo).await.unwrap();
+        assert!(times[&a] >= before && times[&a] <= SystemTime::now());
+        assert_eq!(times[&b], UNIX_EPOCH + Duration::from_secs(1_000));
+    }
+
+    /// An upload record whose start time is `u64::MAX` (before the fix,
+    /// the expiry loop panicked on it).
+    #[tokio::test]
+    async fn corrupt_upload_start_time_does_not_panic_expiry() {
+        let reg = mem_registry();
+        let record = serde_json::json!({ "repo": "r", "started": u64::MAX });
+        reg.store
+            .put(
+                &keys::upload("0a1b2c3d-corrupt"),
+                Bytes::from(record.to_string()),
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        reg.expire_uploads().await.unwrap();
+        assert_eq!(stored_time(u64::MAX, UNIX_EPOCH), UNIX_EPOCH);
+        assert_eq!(
+            stored_time(60, SystemTime::now()),
+            UNIX_EPOCH + Duration::from_secs(60)
+        );
+    }
 
     #[test]
     fn no_keep_tags_keeps_every_tag() {

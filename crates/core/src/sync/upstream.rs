@@ -53,6 +53,18 @@ const TOKENS_MAX: usize = 10_000;
 
 /// Tokens are used until this long before they expire.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+/// Longest a token is reused, whatever lifetime the token service claims
+/// (`expires_in` is a number from outside: near `u64::MAX` it would
+/// overflow an `Instant`).
+const TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Until when a token fetched at `now` is used, given the token service's
+/// `expires_in` (seconds; the distribution spec's default is 60).
+fn token_deadline(now: Instant, expires_in: Option<u64>) -> Instant {
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(60)).min(TOKEN_MAX_LIFETIME);
+    now.checked_add(lifetime.saturating_sub(TOKEN_MARGIN))
+        .unwrap_or(now)
+}
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -228,10 +240,7 @@ impl Upstream {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| UpstreamError::Failed("token response has no token".into()))?
             .to_owned();
-        // The distribution spec's default lifetime is 60 s.
-        let lifetime =
-            Duration::from_secs(v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(60));
-        let until = Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN);
+        let until = token_deadline(Instant::now(), v.get("expires_in").and_then(|e| e.as_u64()));
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         // Bounded: expired tokens go, and a flood of scopes starts afresh.
         let now = Instant::now();
@@ -499,6 +508,79 @@ mod tests {
         )
         .unwrap();
         assert!(other.basic_for("https://ghcr.io").is_none());
+    }
+
+    #[test]
+    fn token_lifetimes_saturate() {
+        let now = Instant::now();
+        for huge in [u64::MAX, u64::MAX / 2, 1 << 40] {
+            let until = token_deadline(now, Some(huge));
+            assert!(until > now);
+            assert!(until <= now + TOKEN_MAX_LIFETIME);
+        }
+        assert_eq!(token_deadline(now, Some(0)), now);
+        assert_eq!(token_deadline(now, None), now + Duration::from_secs(50));
+    }
+
+    /// A token service whose `expires_in` is `u64::MAX` (before the fix,
+    /// `Instant + Duration` overflowed and the request panicked).
+    #[tokio::test]
+    async fn huge_token_lifetime_from_upstream_does_not_panic() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                let (status, extra, body) = if text.starts_with("get /token") {
+                    (
+                        "200 OK",
+                        String::new(),
+                        format!(r#"{{"token":"t0k","expires_in":{}}}"#, u64::MAX),
+                    )
+                } else if text.contains("authorization: bearer t0k") {
+                    ("200 OK", String::new(), r#"{"name":"r","tags":[]}"#.into())
+                } else {
+                    (
+                        "401 Unauthorized",
+                        format!("WWW-Authenticate: Bearer realm=\"http://{addr}/token\"\r\n"),
+                        String::new(),
+                    )
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+            }
+        });
+        let u = Upstream::new(
+            &[format!("http://{addr}")],
+            HashMap::new(),
+            true,
+            Vec::new(),
+            0,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        for _ in 0..2 {
+            let tags = tokio::time::timeout(Duration::from_secs(30), u.tags("r"))
+                .await
+                .expect("deadline");
+            assert_eq!(tags.unwrap(), Vec::<String>::new());
+        }
+        server.abort();
     }
 
     #[test]

@@ -54,8 +54,20 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         total += value * scale;
     }
+    // Go's durations are i64 nanoseconds (about 292 years): longer ones are
+    // an error there, and here they would overflow `Instant + Duration` in
+    // the loops that wait on them.
+    let nanos = total * 1e9;
+    if nanos.is_nan() || nanos >= MAX_NANOS as f64 {
+        return Err(format!(
+            "duration {s:?} is out of range (at most {MAX_NANOS}ns)"
+        ));
+    }
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
+
+/// The longest duration Go (and so zot's configuration) can express.
+const MAX_NANOS: u64 = i64::MAX as u64;
 
 impl<'de> serde::Deserialize<'de> for GoDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -69,6 +81,9 @@ impl<'de> serde::Deserialize<'de> for GoDuration {
                 parse(s).map(GoDuration).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<GoDuration, E> {
+                if n > MAX_NANOS {
+                    return Err(E::custom("duration is out of range"));
+                }
                 Ok(GoDuration(Duration::from_nanos(n)))
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<GoDuration, E> {
@@ -96,5 +111,25 @@ mod tests {
         for bad in ["", "7d", "1", "h", "1h-", "-1h", "1.2.3s", "abc"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Durations past Go's range are refused (before, `"5124095576030431h"`
+    /// parsed, and a loop adding it to `Instant::now()` panicked).
+    #[test]
+    fn out_of_range_durations_are_refused() {
+        for huge in [
+            "2562048h",
+            "5124095576030431h",
+            "9223372036854775808ns",
+            "99999999999999999999999999999999999999s",
+        ] {
+            assert!(parse(huge).is_err(), "{huge}");
+        }
+        let longest = parse("2562047h").unwrap();
+        assert!(std::time::Instant::now().checked_add(longest).is_some());
+        let n: Result<GoDuration, _> = serde_json::from_str("18446744073709551615");
+        assert!(n.is_err());
+        let n: GoDuration = serde_json::from_str("9223372036854775807").unwrap();
+        assert!(std::time::Instant::now().checked_add(n.0).is_some());
     }
 }
