@@ -13,6 +13,7 @@
 //! - [`error`]: the one mapping from errors to status, headers and the OCI
 //!   JSON error body.
 //! - [`serve`]: listener, TLS, HTTP/1.1 and HTTP/2, graceful shutdown.
+//! - [`connection`]: deadlines for silent and slow clients, the connection cap.
 //! - [`logging`]: structured logs.
 
 pub mod apikeys;
@@ -20,6 +21,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod logging;
 pub mod metrics;

@@ -21,8 +21,6 @@ use tokio::task::{spawn_blocking, JoinHandle};
 const SMALL_READ: u64 = 256 * 1024;
 /// Size of each chunk of a streamed read.
 const READ_CHUNK: usize = 1024 * 1024;
-/// Chunks (of [`READ_CHUNK`]) a streamed read may hold in flight.
-const READ_QUEUE: usize = 2;
 /// Request-body chunks (at most a few hundred KiB each) a writer may hold.
 const QUEUE_DEPTH: usize = 8;
 /// Bytes a stage writer gathers before it starts a writer thread.
@@ -107,44 +105,82 @@ impl FsBackend {
     }
 }
 
-/// Streams a file region through a blocking thread.
-fn stream_file(mut file: File, start: u64, end: u64) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE);
-    spawn_blocking(move || {
-        if let Err(e) = file.seek(SeekFrom::Start(start)) {
-            let _ = tx.blocking_send(Err(e));
+/// Streams a file region as a series of short blocking reads, one chunk
+/// read ahead: a client that stops reading holds a chunk of memory and the
+/// open file, never a blocking thread.
+fn stream_file(file: File, start: u64, end: u64) -> ByteStream {
+    Box::pin(FileChunks {
+        file: Some(file),
+        pos: start,
+        end,
+        next: None,
+    })
+}
+
+/// The state of [`stream_file`]: the file travels into each blocking read
+/// and back, so reads need no shared handle and no zeroed buffer.
+struct FileChunks {
+    file: Option<File>,
+    pos: u64,
+    end: u64,
+    next: Option<JoinHandle<(File, io::Result<Bytes>)>>,
+}
+
+impl FileChunks {
+    /// Starts reading the chunk at `pos`, if any is left.
+    fn read_ahead(&mut self) {
+        let Some(mut file) = self.file.take().filter(|_| self.pos < self.end) else {
             return;
+        };
+        let (pos, want) = (self.pos, (self.end - self.pos).min(READ_CHUNK as u64));
+        self.next = Some(spawn_blocking(move || {
+            let read = file.seek(SeekFrom::Start(pos)).and_then(|_| {
+                // Read into spare capacity: no zeroing of each chunk first.
+                let mut buf = Vec::with_capacity(want as usize);
+                (&mut file).take(want).read_to_end(&mut buf)?;
+                Ok(Bytes::from(buf))
+            });
+            (file, read)
+        }));
+    }
+}
+
+impl futures_util::Stream for FileChunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<io::Result<Bytes>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.next.is_none() {
+            this.read_ahead();
         }
-        let mut left = end - start;
-        while left > 0 {
-            let want = left.min(READ_CHUNK as u64);
-            // Read into spare capacity: no zeroing of each chunk first.
-            let mut buf = Vec::with_capacity(want as usize);
-            match (&mut file).take(want).read_to_end(&mut buf) {
-                Ok(0) => {
-                    let _ = tx.blocking_send(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "object shrank",
-                    )));
-                    return;
-                }
-                Ok(n) => {
-                    left -= n as u64;
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return; // the reader went away
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
+        let Some(handle) = this.next.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let joined = futures_util::ready!(std::pin::Pin::new(handle).poll(cx));
+        this.next = None;
+        let (file, read) = match joined {
+            Ok(r) => r,
+            Err(e) => return Poll::Ready(Some(Err(io::Error::other(e)))),
+        };
+        match read {
+            Ok(chunk) if chunk.is_empty() => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "object shrank",
+            )))),
+            Ok(chunk) => {
+                this.pos += chunk.len() as u64;
+                this.file = Some(file);
+                this.read_ahead();
+                Poll::Ready(Some(Ok(chunk)))
             }
+            Err(e) => Poll::Ready(Some(Err(e))),
         }
-    });
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    }
 }
 
 /// Opens a staged upload for appending at `offset` (0 creates it afresh).
