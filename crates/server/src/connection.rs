@@ -8,8 +8,12 @@
 //!
 //! - a request head must arrive whole within [`Limits::header`] (30 s, or
 //!   `readTimeout` if shorter), counted from the connection's start or from
-//!   the end of its previous response, so a connection that never sends a
-//!   byte, or sits idle between requests, is closed;
+//!   the first byte of a later request, so a connection that never sends a
+//!   byte, or trickles a head, is closed;
+//! - a connection idle between requests is closed after [`KEEP_ALIVE`]
+//!   (longer than clients keep idle connections, 90 s for Go and Docker,
+//!   so the client, not the server, ends it and no request races a close),
+//!   or sooner when the cap needs room;
 //! - a request body must deliver [`MIN_PROGRESS`] bytes (or end) in every
 //!   `readTimeout` window once the handler reads it, or reading fails with
 //!   [`Stalled`] (an upload keeps what it had received: the client resumes);
@@ -41,8 +45,12 @@ use tokio::time::{Instant, Sleep};
 pub const MIN_PROGRESS: u64 = 64 * 1024;
 /// The longest a request head may take, whatever `readTimeout` says.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may sit idle between requests (zot's too).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(120);
 /// File descriptors kept aside for storage, logs and the like.
 const FD_RESERVE: u64 = 64;
+/// Idle connections asked to close at once when the cap is reached.
+const EVICTING: usize = 8;
 /// Most connections held open, however high the descriptor limit.
 const MAX_CONNECTIONS: u64 = 65_536;
 
@@ -113,6 +121,11 @@ pub struct ConnState {
     in_flight: AtomicUsize,
     /// Milliseconds after `born` when the last request in flight ended.
     idle_since_ms: AtomicU64,
+    /// One more than the milliseconds after `born` when the first byte of
+    /// the next request arrived; 0 while none has.
+    head_started_ms: AtomicU64,
+    /// A request was ever served on this connection.
+    served: AtomicBool,
     evicted: AtomicBool,
     /// Wakes the watchdog: the connection went idle, or must make room.
     changed: Notify,
@@ -124,6 +137,8 @@ impl ConnState {
             born: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            head_started_ms: AtomicU64::new(0),
+            served: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             changed: Notify::new(),
         }
@@ -133,7 +148,19 @@ impl ConnState {
     /// body) is dropped.
     fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Release);
+        self.head_started_ms.store(0, Ordering::Release);
         InFlight(self.clone())
+    }
+
+    /// Bytes arrived: if no request is in flight, a new one has begun, and
+    /// its head is now on the clock.
+    fn bytes_arrived(&self) {
+        if self.is_idle() && self.head_started_ms.load(Ordering::Acquire) == 0 {
+            let ms = self.born.elapsed().as_millis() as u64;
+            self.head_started_ms.store(ms + 1, Ordering::Release);
+            self.changed.notify_one();
+        }
     }
 
     fn idle_since(&self) -> Instant {
@@ -146,7 +173,17 @@ impl ConnState {
 
     /// When this connection must be closed unless a request arrives.
     fn idle_deadline(&self, limits: &Limits) -> Option<Instant> {
-        self.is_idle().then(|| self.idle_since() + limits.header)
+        if !self.is_idle() {
+            return None;
+        }
+        let started = self.head_started_ms.load(Ordering::Acquire);
+        Some(if started > 0 {
+            self.born + Duration::from_millis(started - 1) + limits.header
+        } else if !self.served.load(Ordering::Acquire) {
+            self.born + limits.header
+        } else {
+            self.idle_since() + KEEP_ALIVE
+        })
     }
 }
 
@@ -159,14 +196,15 @@ impl Drop for InFlight {
         let ms = s.born.elapsed().as_millis() as u64;
         s.idle_since_ms.store(ms, Ordering::Release);
         if s.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            s.head_started_ms.store(0, Ordering::Release);
             s.changed.notify_one();
         }
     }
 }
 
-/// The connections held open, for the cap: past it the longest-idle one is
-/// asked to close, or, if every connection has a request in flight, the
-/// listener waits for one to end.
+/// The connections held open, for the cap: at it the longest-idle ones are
+/// asked to close and the listener waits until one has; if every
+/// connection has a request in flight, it waits for one to end.
 pub struct Table {
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
     next: AtomicU64,
@@ -241,21 +279,22 @@ impl Table {
         }
     }
 
-    /// Returns once a new connection may be taken: at the cap, an idle
-    /// connection is asked to leave, or (if none is idle) this waits for
-    /// one to close.
+    /// Returns once a new connection may be taken: below the cap at once;
+    /// at it, idle connections are asked to leave (a few at a time) and
+    /// this waits until one has closed. If none is idle, it waits for a
+    /// connection to close or go idle.
     pub async fn wait_for_room(&self) {
         loop {
             let notified = self.room.notified();
-            let staying = self
-                .len()
-                .saturating_sub(self.leaving.load(Ordering::Acquire));
-            if staying < self.max || self.evict_one() {
+            if self.len() < self.max {
                 return;
             }
-            // Every connection is busy: check again when one closes, or
-            // now and then, as requests finish without closing theirs.
-            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+            if self.leaving.load(Ordering::Acquire) < EVICTING {
+                self.evict_one();
+            }
+            // Check again when one closes, or now and then, as requests
+            // finish without closing their connections.
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
     }
 
@@ -554,18 +593,22 @@ where
 /// A client socket whose stalled writes are held to the `writeTimeout`
 /// window: while the client is not taking what is sent, it must take
 /// [`MIN_PROGRESS`] bytes per window or the connection fails.
+/// It also tells the connection's state when a request's first bytes
+/// arrive.
 pub struct PacedIo<S> {
     inner: S,
     window: Option<Window>,
     written: u64,
+    state: Arc<ConnState>,
 }
 
 impl<S> PacedIo<S> {
-    pub fn new(inner: S, window: Option<Duration>) -> PacedIo<S> {
+    pub fn new(inner: S, window: Option<Duration>, state: Arc<ConnState>) -> PacedIo<S> {
         PacedIo {
             inner,
             window: window.map(Window::new),
             written: 0,
+            state,
         }
     }
 
@@ -594,7 +637,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for PacedIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.state.bytes_arrived();
+        }
+        polled
     }
 }
 
@@ -700,11 +749,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let b = table.admit();
         let busy = b.state.enter();
-        table.wait_for_room().await;
+        let waiting = tokio::time::timeout(Duration::from_millis(200), table.wait_for_room()).await;
+        assert!(waiting.is_err(), "the cap holds until a connection closes");
         assert!(a.state.evicted.load(Ordering::Acquire));
         assert!(!b.state.evicted.load(Ordering::Acquire));
         let l = limits(Duration::from_secs(30));
         assert_eq!(watchdog(&a.state, &l).await, Close::Evicted);
+        drop(a);
+        table.wait_for_room().await;
         drop(busy);
     }
 
@@ -713,11 +765,14 @@ mod tests {
         let table = Table::new(8);
         let slot = table.admit();
         let l = limits(Duration::from_millis(20));
-        let busy = slot.state.enter();
-        let waited =
-            tokio::time::timeout(Duration::from_millis(200), watchdog(&slot.state, &l)).await;
-        assert!(waited.is_err(), "a connection with a request in flight stays");
-        drop(busy);
         assert_eq!(watchdog(&slot.state, &l).await, Close::Idle);
+        let other = table.admit();
+        let _busy = other.state.enter();
+        let waited =
+            tokio::time::timeout(Duration::from_millis(200), watchdog(&other.state, &l)).await;
+        assert!(
+            waited.is_err(),
+            "a connection with a request in flight stays"
+        );
     }
 }

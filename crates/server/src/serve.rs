@@ -78,7 +78,7 @@ async fn drive<I, S>(
     builder: &Builder<TokioExecutor>,
     io: I,
     service: S,
-    state: &ConnState,
+    state: &Arc<ConnState>,
     limits: Limits,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), BoxError>
@@ -92,7 +92,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let io = TokioIo::new(connection::PacedIo::new(io, limits.write));
+    let io = TokioIo::new(connection::PacedIo::new(io, limits.write, state.clone()));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let graceful = tokio::select! {
@@ -251,7 +251,9 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header);
+        // The connection's watchdog times request heads: hyper's timer
+        // would also cut keep-alive connections idle past it.
+        .header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())

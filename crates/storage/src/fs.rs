@@ -556,4 +556,39 @@ mod tests {
         assert_eq!(names, vec!["b"]);
         assert_eq!(store.get("a/b").await.unwrap().unwrap(), "y");
     }
+
+    #[test]
+    fn stalled_reads_hold_no_blocking_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use futures_util::StreamExt;
+            let dir = tempfile::tempdir().unwrap();
+            let store = FsBackend::open(dir.path(), false).unwrap();
+            let big = Bytes::from(vec![7u8; 8 * READ_CHUNK]);
+            store.put("big", big, Durability::Lazy).await.unwrap();
+            store
+                .put("small", Bytes::from_static(b"s"), Durability::Lazy)
+                .await
+                .unwrap();
+            // More readers than blocking threads, each taking one chunk and
+            // then nothing more, like clients that stopped reading.
+            let mut stalled = Vec::new();
+            for _ in 0..6 {
+                let mut s = store.read("big", 0, None).await.unwrap();
+                assert_eq!(s.next().await.unwrap().unwrap().len(), READ_CHUNK);
+                stalled.push(s);
+            }
+            let other =
+                tokio::time::timeout(std::time::Duration::from_secs(30), store.get("small"))
+                    .await
+                    .expect("storage calls still get a thread");
+            assert_eq!(other.unwrap().unwrap(), "s");
+            drop(stalled);
+        });
+    }
 }
