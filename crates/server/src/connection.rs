@@ -49,6 +49,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(120);
 /// File descriptors kept aside for storage, logs and the like.
 const FD_RESERVE: u64 = 64;
+/// How long a connection must have been idle to be asked to make room: a
+/// client between two quick requests keeps its connection.
+const EVICT_MIN_IDLE: Duration = Duration::from_millis(500);
 /// Idle connections asked to close at once when the cap is reached.
 const EVICTING: usize = 8;
 /// Most connections held open, however high the descriptor limit.
@@ -261,12 +264,15 @@ impl Table {
         self.len() == 0
     }
 
-    /// Asks the connection idle the longest to close; false if none is idle.
+    /// Asks the connection idle the longest (and for at least
+    /// [`EVICT_MIN_IDLE`]) to close; false if there is none.
     pub fn evict_one(&self) -> bool {
         let conns = self.lock();
+        let now = Instant::now();
         let victim = conns
             .values()
             .filter(|c| c.is_idle() && !c.evicted.load(Ordering::Acquire))
+            .filter(|c| c.idle_since() + EVICT_MIN_IDLE <= now)
             .min_by_key(|c| c.idle_since());
         match victim {
             Some(v) => {
@@ -358,9 +364,12 @@ pub async fn watchdog(state: &ConnState, limits: &Limits) -> Close {
 }
 
 /// A progress window: `MIN_PROGRESS` bytes must move before each deadline.
+/// Its timer is allocated once and re-armed, as windows open and close
+/// often on a fast transfer.
 struct Window {
     length: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
     /// Bytes counted when the window opened.
     base: u64,
 }
@@ -370,24 +379,31 @@ impl Window {
         Window {
             length,
             sleep: None,
+            armed: false,
             base: 0,
         }
     }
 
     /// Opens a window at `moved` bytes if none is open.
     fn open(&mut self, moved: u64) {
-        if self.sleep.is_none() {
-            self.base = moved;
-            self.sleep = Some(Box::pin(tokio::time::sleep(self.length)));
+        if self.armed {
+            return;
+        }
+        self.armed = true;
+        self.base = moved;
+        let deadline = Instant::now() + self.length;
+        match self.sleep.as_mut() {
+            Some(s) => s.as_mut().reset(deadline),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
     }
 
     fn close(&mut self) {
-        self.sleep = None;
+        self.armed = false;
     }
 
     fn expired(&self) -> bool {
-        self.sleep.as_ref().is_some_and(|s| s.is_elapsed())
+        self.armed && self.sleep.as_ref().is_some_and(|s| s.is_elapsed())
     }
 
     /// At the end of a window: enough moved opens the next, too little is
@@ -746,7 +762,7 @@ mod tests {
     async fn a_full_table_evicts_the_longest_idle_connection() {
         let table = Table::new(2);
         let a = table.admit();
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(EVICT_MIN_IDLE + Duration::from_millis(100)).await;
         let b = table.admit();
         let busy = b.state.enter();
         let waiting = tokio::time::timeout(Duration::from_millis(200), table.wait_for_room()).await;
