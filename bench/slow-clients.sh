@@ -35,7 +35,8 @@ URL="http://127.0.0.1:$port"
 printf '{"storage":{"rootDirectory":"%s/data"},"http":{"address":"127.0.0.1","port":"%s","readTimeout":"%s","writeTimeout":"%s"},"log":{"level":"info","output":"%s/berth.log"}}' \
   "$W" "$port" "$READ_TIMEOUT" "$WRITE_TIMEOUT" "$W" > "$W/berth.json"
 # The client side needs room for its own sockets.
-ulimit -n $((SILENT + UPLOADS + DOWNLOADS + 1024))
+need=$((SILENT + UPLOADS + DOWNLOADS + 1024))
+ulimit -n $((need > NOFILE ? need : NOFILE))
 prlimit --nofile="$NOFILE:$NOFILE" "$BERTH" serve "$W/berth.json" > /dev/null &
 PID=$!
 PIDS+=("$PID")
