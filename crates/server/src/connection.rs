@@ -444,7 +444,7 @@ impl std::fmt::Display for Stalled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the client sent fewer than {MIN_PROGRESS} bytes in {:?} (http.readTimeout); what was received before is kept",
+            "the client sent fewer than {MIN_PROGRESS} bytes in {:?} (http.readTimeout)",
             self.window
         )
     }
