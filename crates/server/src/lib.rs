@@ -14,6 +14,7 @@
 //!   JSON error body.
 //! - [`ratelimit`]: zot's `http.ratelimit`, answered before authentication.
 //! - [`serve`]: listener, TLS, HTTP/1.1 and HTTP/2, graceful shutdown.
+//! - [`connection`]: deadlines for silent and slow clients, the connection cap.
 //! - [`logging`]: structured logs.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -22,6 +23,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod logging;
 pub mod metrics;

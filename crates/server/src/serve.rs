@@ -6,12 +6,12 @@
 use crate::app::{self, App};
 use crate::auth::Auth;
 use crate::config::{Settings, TlsFiles};
+use crate::connection::{self, ConnState, Limits, Table, Tracked};
 use crate::worker::RESTART_PAUSE;
 use berth_core::{Options, Registry};
 use berth_storage::fs::FsBackend;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -21,12 +21,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to send request headers or finish TLS.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an HTTP/2 client is pinged, and how long it has to answer.
+const H2_PING: Duration = Duration::from_secs(20);
+/// How long a connection asked to close may take to finish.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// First and longest wait after the process ran out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Share of the time a background GC pass may work: the rest is left to
 /// pushes and pulls.
 const GC_PACE: f64 = 0.2;
@@ -67,6 +71,44 @@ fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, BoxError> {
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves one connection until it ends, its watchdog closes it (idle past
+/// its deadline, or evicted to make room), or the server stops.
+async fn drive<I, S>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    state: &Arc<ConnState>,
+    limits: Limits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<connection::Guarded<axum::body::Body>>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let io = TokioIo::new(connection::PacedIo::new(io, limits.write, state.clone()));
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let graceful = tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = connection::watchdog(state, &limits) => true,
+        _ = stopping.wait_for(|s| *s) => false,
+    };
+    conn.as_mut().graceful_shutdown();
+    if graceful {
+        // Idle: nothing is lost by cutting a slow goodbye short.
+        return tokio::time::timeout(CLOSE_GRACE, conn)
+            .await
+            .unwrap_or(Ok(()));
+    }
+    conn.await
 }
 
 async fn shutdown_signal() {
@@ -220,64 +262,102 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     println!("berth listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
 
+    let limits = Limits::new(&app.settings, connection::fd_limit());
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header,
+        read_timeout = ?limits.body,
+        write_timeout = ?limits.write,
+        "connection limits"
+    );
+    let table = Table::new(limits.max_connections);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        // The connection's watchdog times request heads: hyper's timer
+        // would also cut keep-alive connections idle past it.
+        .header_read_timeout(None);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_PING))
+        .keep_alive_timeout(H2_PING);
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    let mut backoff: Option<Duration> = None;
     loop {
+        tokio::select! {
+            _ = table.wait_for_room() => {}
+            _ = &mut signal => break,
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
+                Err(e) if connection::is_resource_exhaustion(&e) => {
+                    // Out of descriptors: never spin. Log once, make room,
+                    // and wait longer each time until an accept succeeds.
+                    let wait = match backoff {
+                        None => {
+                            tracing::warn!(error = %e, open = table.len(), "cannot accept connections: backing off and closing idle ones");
+                            ACCEPT_BACKOFF
+                        }
+                        Some(w) => (w * 2).min(ACCEPT_BACKOFF_MAX),
+                    };
+                    backoff = Some(wait);
+                    table.evict_one();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = &mut signal => break,
+                    }
+                }
                 Err(e) => {
-                    // Out of descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tracing::debug!(error = %e, "accept failed");
                     continue;
                 }
             },
             _ = &mut signal => break,
         };
+        if backoff.take().is_some() {
+            tracing::info!(open = table.len(), "accepting connections again");
+        }
         let _ = stream.set_nodelay(true);
-        // Handlers see the client's address (the audit trail records it).
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(crate::audit::Peer(peer));
-                req
-            },
+        let slot = table.admit();
+        let service = TowerToHyperService::new(Tracked::new(
+            router.clone(),
+            slot.state.clone(),
+            &limits,
+            peer,
         ));
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let tls = tls.clone();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
+            let state = &slot.state;
             let result = match tls {
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
+                None => drive(&builder, stream, service, state, limits, stopping).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                            watcher.watch(conn.into_owned()).await
+                    let handshake = tokio::select! {
+                        r = acceptor.accept(stream) => r,
+                        _ = connection::watchdog(state, &limits) => return,
+                    };
+                    match handshake {
+                        Ok(tls_stream) => {
+                            drive(&builder, tls_stream, service, state, limits, stopping).await
                         }
-                        Ok(Err(e)) => {
+                        Err(e) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             return;
                         }
-                        Err(_) => return,
                     }
                 }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     // HTTP first: stop taking requests, let those in flight finish; then
@@ -285,8 +365,9 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     tracing::info!("shutting down: draining in-flight requests");
     app.ready.store(false, Ordering::Relaxed);
     drop(listener);
+    stop.send_replace(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = table.drained() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     drop(workers);

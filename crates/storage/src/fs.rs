@@ -14,18 +14,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use tokio::sync::mpsc;
 use tokio::task::{spawn_blocking, JoinHandle};
 
 /// Objects up to this size are read in one go; larger ones are streamed.
 const SMALL_READ: u64 = 256 * 1024;
 /// Size of each chunk of a streamed read.
 const READ_CHUNK: usize = 1024 * 1024;
-/// Chunks (of [`READ_CHUNK`]) a streamed read may hold in flight.
-const READ_QUEUE: usize = 2;
-/// Request-body chunks (at most a few hundred KiB each) a writer may hold.
-const QUEUE_DEPTH: usize = 8;
-/// Bytes a stage writer gathers before it starts a writer thread.
+/// Request-body bytes a stage writer may gather while a batch is written.
+const MAX_PENDING: usize = 2 * 1024 * 1024;
+/// Bytes a stage writer gathers before it writes a batch.
 const INLINE_WRITE: usize = 256 * 1024;
 
 /// A filesystem store.
@@ -136,44 +133,82 @@ impl FsBackend {
     }
 }
 
-/// Streams a file region through a blocking thread.
-fn stream_file(mut file: File, start: u64, end: u64) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE);
-    spawn_blocking(move || {
-        if let Err(e) = file.seek(SeekFrom::Start(start)) {
-            let _ = tx.blocking_send(Err(e));
+/// Streams a file region as a series of short blocking reads, one chunk
+/// read ahead: a client that stops reading holds a chunk of memory and the
+/// open file, never a blocking thread.
+fn stream_file(file: File, start: u64, end: u64) -> ByteStream {
+    Box::pin(FileChunks {
+        file: Some(file),
+        pos: start,
+        end,
+        next: None,
+    })
+}
+
+/// The state of [`stream_file`]: the file travels into each blocking read
+/// and back, so reads need no shared handle and no zeroed buffer.
+struct FileChunks {
+    file: Option<File>,
+    pos: u64,
+    end: u64,
+    next: Option<JoinHandle<(File, io::Result<Bytes>)>>,
+}
+
+impl FileChunks {
+    /// Starts reading the chunk at `pos`, if any is left.
+    fn read_ahead(&mut self) {
+        let Some(mut file) = self.file.take().filter(|_| self.pos < self.end) else {
             return;
+        };
+        let (pos, want) = (self.pos, (self.end - self.pos).min(READ_CHUNK as u64));
+        self.next = Some(spawn_blocking(move || {
+            let read = file.seek(SeekFrom::Start(pos)).and_then(|_| {
+                // Read into spare capacity: no zeroing of each chunk first.
+                let mut buf = Vec::with_capacity(want as usize);
+                (&mut file).take(want).read_to_end(&mut buf)?;
+                Ok(Bytes::from(buf))
+            });
+            (file, read)
+        }));
+    }
+}
+
+impl futures_util::Stream for FileChunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<io::Result<Bytes>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.next.is_none() {
+            this.read_ahead();
         }
-        let mut left = end - start;
-        while left > 0 {
-            let want = left.min(READ_CHUNK as u64);
-            // Read into spare capacity: no zeroing of each chunk first.
-            let mut buf = Vec::with_capacity(want as usize);
-            match (&mut file).take(want).read_to_end(&mut buf) {
-                Ok(0) => {
-                    let _ = tx.blocking_send(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "object shrank",
-                    )));
-                    return;
-                }
-                Ok(n) => {
-                    left -= n as u64;
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return; // the reader went away
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
+        let Some(handle) = this.next.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let joined = futures_util::ready!(std::pin::Pin::new(handle).poll(cx));
+        this.next = None;
+        let (file, read) = match joined {
+            Ok(r) => r,
+            Err(e) => return Poll::Ready(Some(Err(io::Error::other(e)))),
+        };
+        match read {
+            Ok(chunk) if chunk.is_empty() => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "object shrank",
+            )))),
+            Ok(chunk) => {
+                this.pos += chunk.len() as u64;
+                this.file = Some(file);
+                this.read_ahead();
+                Poll::Ready(Some(Ok(chunk)))
             }
+            Err(e) => Poll::Ready(Some(Err(e))),
         }
-    });
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    }
 }
 
 /// Opens a staged upload for appending at `offset` (0 creates it afresh).
@@ -205,65 +240,94 @@ fn write_chunks(f: &mut File, chunks: &[Bytes]) -> io::Result<u64> {
 }
 
 /// Appends to a staged file. Small uploads are gathered and written in one
-/// blocking call at `finish`; past [`INLINE_WRITE`] bytes a writer thread
-/// takes over, so receiving and writing overlap and at most
-/// [`QUEUE_DEPTH`] chunks wait in memory.
+/// blocking call at `finish`; past [`INLINE_WRITE`] bytes each gathered
+/// batch is written by a short blocking call while receiving goes on (up to
+/// [`MAX_PENDING`] bytes wait in memory), so a slow client holds no thread
+/// between its chunks.
 struct FsStageWriter {
     path: PathBuf,
+    /// Bytes on disk once the batch being written lands.
     offset: u64,
+    /// Open once a first batch was written.
+    file: Option<File>,
     pending: Vec<Bytes>,
     pending_len: usize,
-    thread: Option<(mpsc::Sender<Bytes>, JoinHandle<io::Result<u64>>)>,
+    running: Option<JoinHandle<(Option<File>, io::Result<u64>)>>,
+    /// A write failed: later data is dropped and `finish` reports it.
+    failed: Option<io::Error>,
+}
+
+impl FsStageWriter {
+    /// Waits for the batch being written, if any.
+    async fn join(&mut self) {
+        let Some(task) = self.running.take() else {
+            return;
+        };
+        match task.await {
+            Ok((file, Ok(n))) => {
+                self.file = file;
+                self.offset += n;
+            }
+            Ok((_, Err(e))) => self.failed = Some(e),
+            Err(e) => self.failed = Some(io::Error::other(e)),
+        }
+    }
+
+    /// Starts writing what was gathered (opening the file the first time).
+    fn start(&mut self) {
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let (path, offset, file) = (self.path.clone(), self.offset, self.file.take());
+        self.running = Some(spawn_blocking(move || {
+            let mut f = match file {
+                Some(f) => f,
+                None => match open_stage(&path, offset) {
+                    Ok(f) => f,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
+            let written = write_chunks(&mut f, &batch);
+            (Some(f), written)
+        }));
+    }
 }
 
 #[async_trait::async_trait]
 impl StageWriter for FsStageWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
-        if let Some((tx, _)) = &self.thread {
-            // If the thread stopped on an error, `finish` reports it.
-            let _ = tx.send(data).await;
+        if self.failed.is_some() {
             return Ok(());
         }
         self.pending_len += data.len();
         self.pending.push(data);
-        if self.pending_len >= INLINE_WRITE {
-            let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
-            let (path, offset) = (self.path.clone(), self.offset);
-            let first = std::mem::take(&mut self.pending);
-            let task = spawn_blocking(move || {
-                let mut f = open_stage(&path, offset)?;
-                let mut size = offset + write_chunks(&mut f, &first)?;
-                drop(first);
-                while let Some(chunk) = rx.blocking_recv() {
-                    f.write_all(&chunk)?;
-                    size += chunk.len() as u64;
-                }
-                Ok(size)
-            });
-            self.thread = Some((tx, task));
+        if self.pending_len < INLINE_WRITE {
+            return Ok(());
         }
+        if let Some(task) = &self.running {
+            if !task.is_finished() && self.pending_len < MAX_PENDING {
+                return Ok(()); // keep receiving while the last batch lands
+            }
+            self.join().await;
+            if self.failed.is_some() {
+                self.pending.clear();
+                self.pending_len = 0;
+                return Ok(());
+            }
+        }
+        self.start();
         Ok(())
     }
 
     async fn finish(self: Box<Self>) -> Result<u64> {
-        let me = *self;
-        let joined = match me.thread {
-            Some((tx, task)) => {
-                drop(tx);
-                task.await
-            }
-            None => {
-                let (path, offset, pending) = (me.path, me.offset, me.pending);
-                spawn_blocking(move || {
-                    let mut f = open_stage(&path, offset)?;
-                    Ok(offset + write_chunks(&mut f, &pending)?)
-                })
-                .await
-            }
-        };
-        match joined {
-            Ok(r) => r.map_err(StorageError::Io),
-            Err(e) => Err(StorageError::Io(io::Error::other(e))),
+        let mut me = *self;
+        me.join().await;
+        if me.failed.is_none() && (me.file.is_none() || !me.pending.is_empty()) {
+            me.start();
+            me.join().await;
+        }
+        match me.failed {
+            Some(e) => Err(StorageError::Io(e)),
+            None => Ok(me.offset),
         }
     }
 }
@@ -440,9 +504,11 @@ impl Backend for FsBackend {
         Ok(Box::new(FsStageWriter {
             path,
             offset,
+            file: None,
             pending: Vec::new(),
             pending_len: 0,
-            thread: None,
+            running: None,
+            failed: None,
         }))
     }
 
@@ -560,5 +626,82 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["b"]);
         assert_eq!(store.get("a/b").await.unwrap().unwrap(), "y");
+    }
+
+    #[test]
+    fn stalled_reads_hold_no_blocking_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use futures_util::StreamExt;
+            let dir = tempfile::tempdir().unwrap();
+            let store = FsBackend::open(dir.path(), false).unwrap();
+            let big = Bytes::from(vec![7u8; 8 * READ_CHUNK]);
+            store.put("big", big, Durability::Lazy).await.unwrap();
+            store
+                .put("small", Bytes::from_static(b"s"), Durability::Lazy)
+                .await
+                .unwrap();
+            // More readers than blocking threads, each taking one chunk and
+            // then nothing more, like clients that stopped reading.
+            let mut stalled = Vec::new();
+            for _ in 0..6 {
+                let mut s = store.read("big", 0, None).await.unwrap();
+                assert_eq!(s.next().await.unwrap().unwrap().len(), READ_CHUNK);
+                stalled.push(s);
+            }
+            let other =
+                tokio::time::timeout(std::time::Duration::from_secs(30), store.get("small"))
+                    .await
+                    .expect("storage calls still get a thread");
+            assert_eq!(other.unwrap().unwrap(), "s");
+            drop(stalled);
+        });
+    }
+
+    #[test]
+    fn stalled_uploads_hold_no_blocking_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = FsBackend::open(dir.path(), false).unwrap();
+            store
+                .put("small", Bytes::from_static(b"s"), Durability::Lazy)
+                .await
+                .unwrap();
+            // More uploads than blocking threads, each past the size at
+            // which batches are written, then waiting on its client.
+            let mut writers = Vec::new();
+            for i in 0..6 {
+                let mut w = store.stage_writer(&format!("u{i}"), 0).await.unwrap();
+                for _ in 0..4 {
+                    w.write(Bytes::from(vec![i as u8; INLINE_WRITE / 2]))
+                        .await
+                        .unwrap();
+                }
+                writers.push(w);
+            }
+            let other =
+                tokio::time::timeout(std::time::Duration::from_secs(30), store.get("small"))
+                    .await
+                    .expect("storage calls still get a thread");
+            assert_eq!(other.unwrap().unwrap(), "s");
+            for (i, w) in writers.into_iter().enumerate() {
+                assert_eq!(w.finish().await.unwrap(), 2 * INLINE_WRITE as u64);
+                assert_eq!(
+                    store.stage_size(&format!("u{i}")).await.unwrap(),
+                    Some(2 * INLINE_WRITE as u64)
+                );
+            }
+        });
     }
 }

@@ -180,6 +180,21 @@ pub struct Settings {
     pub inactive: Vec<String>,
     /// `http.ratelimit`, checked.
     pub ratelimit: crate::ratelimit::RateLimits,
+    /// `http.readTimeout` (zot's default, 60 s, when unset; `0`: none): the
+    /// window in which a request body must keep moving, and the most a
+    /// request head may take (see `crate::connection::Limits`).
+    pub read_timeout: Option<std::time::Duration>,
+    /// `http.writeTimeout` (60 s when unset; `0`: none): the window in which
+    /// a stalled response write must keep moving.
+    pub write_timeout: Option<std::time::Duration>,
+}
+
+/// zot's default `http.readTimeout` and `http.writeTimeout`.
+const IO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An I/O timeout: unset is the default, zero is none.
+fn io_timeout(d: Option<duration::GoDuration>) -> Option<std::time::Duration> {
+    d.map_or(Some(IO_TIMEOUT), |d| (!d.0.is_zero()).then_some(d.0))
 }
 
 const LOG_LEVELS: [&str; 8] = [
@@ -212,6 +227,8 @@ impl Settings {
             auth_unsupported: false,
             inactive: Vec::new(),
             ratelimit: Default::default(),
+            read_timeout: Some(IO_TIMEOUT),
+            write_timeout: Some(IO_TIMEOUT),
         }
     }
 
@@ -332,6 +349,8 @@ impl Settings {
             auth_unsupported,
             inactive: inactive_features(c),
             ratelimit: ratelimit(c.http.ratelimit.as_ref()).map_err(|(k, m)| err(&k, m))?,
+            read_timeout: io_timeout(c.http.read_timeout),
+            write_timeout: io_timeout(c.http.write_timeout),
         })
     }
 }

@@ -26,6 +26,8 @@ pub struct Server {
     extra: String,
     /// An `Authorization` header sent with every request that has none.
     auth: std::sync::Mutex<Option<String>>,
+    /// The open-file limit (soft and hard) the server runs under, if set.
+    nofile: Option<u64>,
 }
 
 /// The `Authorization` value for `user:password`.
@@ -68,12 +70,21 @@ impl Server {
     }
 
     pub fn start_with(extra: &str) -> Server {
-        Server::start_prepared(extra, |_| {})
+        Server::start_full(extra, None, |_| {})
     }
 
     /// Like `start_with`, after `prepare` was given the (not yet created)
     /// storage root, e.g. to mount a small file system there.
     pub fn start_prepared(extra: &str, prepare: impl FnOnce(&Path)) -> Server {
+        Server::start_full(extra, None, prepare)
+    }
+
+    /// Starts Berth under an open-file limit (`ulimit -n`), if given.
+    pub fn start_limited(extra: &str, nofile: Option<u64>) -> Server {
+        Server::start_full(extra, nofile, |_| {})
+    }
+
+    fn start_full(extra: &str, nofile: Option<u64>, prepare: impl FnOnce(&Path)) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(&dir.path().join("data"));
         let mut s = Server {
@@ -86,6 +97,7 @@ impl Server {
                 .expect("client"),
             extra: extra.to_owned(),
             auth: std::sync::Mutex::new(None),
+            nofile,
         };
         s.boot();
         s
@@ -135,7 +147,24 @@ impl Server {
 
     fn boot(&mut self) {
         let config = self.write_config(&self.extra.clone());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only `lim`.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::piped())
