@@ -7,7 +7,11 @@
 # every few seconds. Everything is bounded in count and time.
 # Usage: bench/slow-clients.sh   (env: SILENT UPLOADS DOWNLOADS SECS NOFILE
 #                                  READ_TIMEOUT WRITE_TIMEOUT REQUESTS;
-#                                  SKIP_BUILD=1 uses the binaries built)
+#                                  SKIP_BUILD=1 uses the binaries built;
+#                                  ATTACK_CPU=1 SERVER_CPUS=0 pin the attack
+#                                  tool and Berth plus the measuring client
+#                                  to separate cores, to tell the server's
+#                                  cost from the attack tool's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SILENT=${SILENT:-1000}
@@ -37,7 +41,11 @@ printf '{"storage":{"rootDirectory":"%s/data"},"http":{"address":"127.0.0.1","po
 # The client side needs room for its own sockets.
 need=$((SILENT + UPLOADS + DOWNLOADS + 1024))
 ulimit -n $((need > NOFILE ? need : NOFILE))
-prlimit --nofile="$NOFILE:$NOFILE" "$BERTH" serve "$W/berth.json" > /dev/null &
+pin() { # cpus command... : runs the command on those cores when asked (always in a subshell: it execs)
+  local cpus=$1; shift
+  if [ -n "$cpus" ]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
+}
+pin "${SERVER_CPUS:-}" prlimit --nofile="$NOFILE:$NOFILE" "$BERTH" serve "$W/berth.json" > /dev/null &
 PID=$!
 PIDS+=("$PID")
 "$BB" wait-ready --url "$URL/v2/" > /dev/null
@@ -65,10 +73,10 @@ MANIFEST="$URL/v2/bench/app/manifests/v1"
 
 echo "Berth pid $PID, open-file limit $NOFILE, readTimeout $READ_TIMEOUT, writeTimeout $WRITE_TIMEOUT"
 echo "idle: open fds $(fds)"
-IDLE=$("$BB" latency --url "$MANIFEST" --requests "$REQUESTS")
+IDLE=$(pin "${SERVER_CPUS:-}" "$BB" latency --url "$MANIFEST" --requests "$REQUESTS")
 echo "idle: $IDLE"
 
-"$SLOW" --addr "127.0.0.1:$port" --silent "$SILENT" --uploads "$UPLOADS" --downloads "$DOWNLOADS" \
+pin "${ATTACK_CPU:-}" "$SLOW" --addr "127.0.0.1:$port" --silent "$SILENT" --uploads "$UPLOADS" --downloads "$DOWNLOADS" \
   --blob "/v2/bench/app/blobs/$LAYER" --blob-size $((16 << 20)) --secs "$SECS" > "$W/attack.json" &
 ATTACK=$!
 PIDS+=("$ATTACK")
@@ -83,7 +91,7 @@ PIDS+=("$ATTACK")
 SAMPLER=$!
 PIDS+=("$SAMPLER")
 sleep 5 # let the attack open its sockets
-BUSY=$("$BB" latency --url "$MANIFEST" --requests "$REQUESTS")
+BUSY=$(pin "${SERVER_CPUS:-}" "$BB" latency --url "$MANIFEST" --requests "$REQUESTS")
 echo "under attack: $BUSY"
 wait "$ATTACK" || true
 wait "$SAMPLER" 2>/dev/null || true
