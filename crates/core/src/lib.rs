@@ -33,6 +33,7 @@ pub mod keys;
 pub mod lease;
 pub mod listing;
 pub mod manifests;
+pub mod pulls;
 pub mod retention;
 pub mod scrub;
 pub mod sync;

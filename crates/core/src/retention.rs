@@ -32,8 +32,8 @@
 use crate::{keys, Registry, Result};
 use berth_oci::{Digest, RepoName, Tag};
 use berth_storage::Durability;
-use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet};
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -232,23 +232,6 @@ pub(crate) struct Refs {
 /// Most manifests whose references a process remembers.
 const REFS_MAX: usize = 1_000_000;
 
-/// Pull times are noted at most this often per manifest.
-const PULL_RESOLUTION: u64 = 60;
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// A time stored as seconds since the Unix epoch, read back. Stored numbers
-/// may be corrupt: one past what `SystemTime` can hold reads as `now` (for a
-/// pull time: just pulled, so nothing is removed on its account) instead of
-/// overflowing.
-pub(crate) fn stored_time(secs: u64, now: SystemTime) -> SystemTime {
-    UNIX_EPOCH
-        .checked_add(Duration::from_secs(secs))
-        .unwrap_or(now)
-}
-
 /// Tags and manifests removed by a pass (or, dry, that would be).
 #[derive(Debug, Clone, Default)]
 pub struct RetentionReport {
@@ -257,82 +240,6 @@ pub struct RetentionReport {
 }
 
 impl Registry {
-    /// Notes that a manifest was served (for `pulledWithin` and
-    /// `mostRecentlyPulledCount`). Memory only; see [`Registry::flush_pulls`].
-    pub fn note_pull(&self, repo: &RepoName, digest: &Digest) {
-        let now = unix(SystemTime::now());
-        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
-        // Every manifest GET comes here: no allocation when already noted.
-        if let Some(at) = pulls.get_mut(repo).and_then(|m| m.get_mut(digest)) {
-            if now >= *at + PULL_RESOLUTION {
-                *at = now;
-            }
-            return;
-        }
-        pulls
-            .entry(repo.clone())
-            .or_default()
-            .insert(digest.clone(), now);
-    }
-
-    /// Writes the pull times noted since the last flush (merged with what
-    /// is stored, the later time winning).
-    pub async fn flush_pulls(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.pulls.lock().unwrap_or_else(|p| p.into_inner()));
-        for (repo, times) in pending {
-            let mut stored = self.stored_pulls(&repo).await?;
-            for (d, t) in times {
-                let at = stored.entry(d.to_string()).or_insert(0);
-                *at = (*at).max(t);
-            }
-            self.write_pulls(&repo, &stored).await?;
-        }
-        Ok(())
-    }
-
-    async fn stored_pulls(&self, repo: &RepoName) -> Result<BTreeMap<String, u64>> {
-        Ok(self
-            .store
-            .get(&keys::pulls(repo))
-            .await?
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default())
-    }
-
-    async fn write_pulls(&self, repo: &RepoName, times: &BTreeMap<String, u64>) -> Result<()> {
-        let json = serde_json::to_vec(times).unwrap_or_default();
-        self.store
-            .put(&keys::pulls(repo), Bytes::from(json), Durability::Lazy)
-            .await?;
-        Ok(())
-    }
-
-    /// When each manifest of a repository was last pulled.
-    pub async fn pull_times(&self, repo: &RepoName) -> Result<HashMap<Digest, SystemTime>> {
-        let mut out: HashMap<Digest, u64> = self
-            .stored_pulls(repo)
-            .await?
-            .into_iter()
-            .filter_map(|(d, t)| Some((d.parse().ok()?, t)))
-            .collect();
-        if let Some(pending) = self
-            .pulls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(repo)
-        {
-            for (d, &t) in pending {
-                let at = out.entry(d.clone()).or_insert(0);
-                *at = (*at).max(t);
-            }
-        }
-        let now = SystemTime::now();
-        Ok(out
-            .into_iter()
-            .map(|(d, t)| (d, stored_time(t, now)))
-            .collect())
-    }
-
     /// What a manifest references (parsed once per process: a manifest's
     /// digest is its content). `None` when its content is missing or
     /// unreadable.
@@ -655,57 +562,6 @@ mod tests {
     }
 
     const H: u64 = 3600;
-
-    fn mem_registry() -> Registry {
-        Registry::new(
-            Arc::new(berth_storage::mem::MemBackend::new()),
-            crate::Options::default(),
-        )
-    }
-
-    /// Stored pull times past what `SystemTime` holds (before the fix,
-    /// `UNIX_EPOCH + secs` panicked and took the GC pass with it).
-    #[tokio::test]
-    async fn corrupt_pull_times_read_without_panicking() {
-        let reg = mem_registry();
-        let repo = RepoName::parse("corrupt/pulls").unwrap();
-        let (a, b) = (digest(1), digest(2));
-        let stored = serde_json::json!({ a.as_str(): u64::MAX, b.as_str(): 1_000u64 });
-        reg.store
-            .put(
-                &keys::pulls(&repo),
-                Bytes::from(stored.to_string()),
-                Durability::Durable,
-            )
-            .await
-            .unwrap();
-        let before = SystemTime::now();
-        let times = reg.pull_times(&repo).await.unwrap();
-        assert!(times[&a] >= before && times[&a] <= SystemTime::now());
-        assert_eq!(times[&b], UNIX_EPOCH + Duration::from_secs(1_000));
-    }
-
-    /// An upload record whose start time is `u64::MAX` (before the fix,
-    /// the expiry loop panicked on it).
-    #[tokio::test]
-    async fn corrupt_upload_start_time_does_not_panic_expiry() {
-        let reg = mem_registry();
-        let record = serde_json::json!({ "repo": "r", "started": u64::MAX });
-        reg.store
-            .put(
-                &keys::upload("0a1b2c3d-corrupt"),
-                Bytes::from(record.to_string()),
-                Durability::Durable,
-            )
-            .await
-            .unwrap();
-        reg.expire_uploads().await.unwrap();
-        assert_eq!(stored_time(u64::MAX, UNIX_EPOCH), UNIX_EPOCH);
-        assert_eq!(
-            stored_time(60, SystemTime::now()),
-            UNIX_EPOCH + Duration::from_secs(60)
-        );
-    }
 
     #[test]
     fn no_keep_tags_keeps_every_tag() {

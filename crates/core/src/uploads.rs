@@ -398,7 +398,7 @@ impl Registry {
                 Some(json) => serde_json::from_slice::<Record>(&json).map_or(0, |r| r.started),
                 None => continue,
             };
-            last_touched.insert(entry.name, crate::retention::stored_time(started, now));
+            last_touched.insert(entry.name, crate::pulls::stored_time(started, now));
         }
         let mut removed = 0;
         for (id, touched) in last_touched {
