@@ -628,14 +628,20 @@ mod tests {
         assert_eq!(store.get("a/b").await.unwrap().unwrap(), "y");
     }
 
-    #[test]
-    fn stalled_reads_hold_no_blocking_thread() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+    /// A runtime with one worker and only two blocking threads, so that a
+    /// stream holding a blocking thread would starve every other call.
+    fn two_blocking_threads() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(2)
             .enable_all()
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn stalled_reads_hold_no_blocking_thread() {
+        let rt = two_blocking_threads();
         rt.block_on(async {
             use futures_util::StreamExt;
             let dir = tempfile::tempdir().unwrap();
@@ -665,12 +671,7 @@ mod tests {
 
     #[test]
     fn stalled_uploads_hold_no_blocking_thread() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = two_blocking_threads();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let store = FsBackend::open(dir.path(), false).unwrap();
