@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod rawpush;
 mod soak;
 
 #[derive(Parser)]
@@ -83,6 +84,10 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         report_secs: u64,
     },
+    /// One blob pushed from a file over a plain socket, written with
+    /// `sendfile(2)` or in small pieces, monolithic or chunked. Prints the
+    /// seconds from the POST to the 201.
+    PushFile(rawpush::Push),
     /// Milliseconds until a URL answers 200.
     WaitReady {
         #[arg(long)]
@@ -351,6 +356,10 @@ async fn main() -> Result<(), Error> {
             if !ok {
                 std::process::exit(1);
             }
+        }
+        Cmd::PushFile(push) => {
+            let secs = tokio::task::spawn_blocking(move || push.run()).await??;
+            println!("{}", serde_json::json!({ "seconds": secs }));
         }
         Cmd::WaitReady { url, timeout_secs } => {
             let started = Instant::now();

@@ -33,6 +33,7 @@ pub mod keys;
 pub mod lease;
 pub mod listing;
 pub mod manifests;
+mod openings;
 pub mod pulls;
 pub mod retention;
 pub mod scrub;

@@ -37,6 +37,9 @@ struct Session {
     /// Finished, cancelled or expired: requests that queued on the lock
     /// meanwhile find the session unknown.
     closed: bool,
+    /// Its first chunk opened like content the store holds: stage it
+    /// where dropping costs nothing (see [`crate::openings`]).
+    cached: bool,
 }
 
 /// Live sessions of this process, each behind its own lock so that two
@@ -45,6 +48,10 @@ struct Session {
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    /// Stages that pin stored content while a push of it is hashed (see
+    /// [`Registry::pin`]); expiry leaves them alone.
+    pins: Mutex<std::collections::HashSet<String>>,
+    pub(crate) openings: crate::openings::Openings,
 }
 
 impl Sessions {
@@ -76,6 +83,39 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+    }
+
+    fn pinned(&self, id: &str) -> bool {
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    fn set_pin(&self, id: &str, on: bool) {
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            pins.insert(id.to_owned());
+        } else {
+            pins.remove(id);
+        }
+    }
+}
+
+/// Takes what it is given and keeps nothing: the writer of a push whose
+/// content the store already holds, which is hashed and dropped.
+#[derive(Default)]
+struct Discard(u64);
+
+#[async_trait::async_trait]
+impl StageWriter for Discard {
+    async fn write(&mut self, data: Bytes) -> berth_storage::Result<()> {
+        self.0 += data.len() as u64;
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> berth_storage::Result<u64> {
+        Ok(self.0)
     }
 }
 
@@ -124,6 +164,7 @@ impl Registry {
                 size: 0,
                 hasher: Some(Algorithm::Sha256.hasher()),
                 closed: false,
+                cached: false,
             },
         );
         Ok(UploadState { id, size: 0 })
@@ -155,6 +196,7 @@ impl Registry {
                         size,
                         hasher: None,
                         closed: false,
+                        cached: false,
                     },
                 )
             }
@@ -199,12 +241,20 @@ impl Registry {
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<()> {
-        if let Some((start, _)) = range {
-            if start != s.size {
-                return Err(CoreError::ChunkOutOfOrder { size: s.size });
-            }
-        }
-        let writer = match self.store.stage_writer(id, s.size).await {
+        check_start(range, s.size)?;
+        let body = if s.size == 0 {
+            let (body, known) = self.peek_opening(body).await;
+            s.cached = known;
+            body
+        } else {
+            body
+        };
+        let opened = if s.cached {
+            self.store.stage_writer_cached(id, s.size).await
+        } else {
+            self.store.stage_writer(id, s.size).await
+        };
+        let writer = match opened {
             Ok(w) => w,
             // The disk disagrees with what this process recorded: believe
             // the disk, forget the running hash, and let the client resume.
@@ -221,11 +271,9 @@ impl Registry {
         // away) keeps what arrived, so the upload can be resumed from there.
         let (before, hashed) = (s.size, s.hasher.clone());
         let result = match pump(body, writer, s.hasher.as_mut()).await {
-            Ok(size) => match range {
-                Some((start, end)) if size != end + 1 => Err(CoreError::SizeInvalid(format!(
-                    "Content-Range {start}-{end} but the chunk ended with the upload at {size} bytes"
-                ))),
-                _ => {
+            Ok(size) => match check_end(range, size) {
+                Err(e) => Err(e),
+                Ok(()) => {
                     s.size = size;
                     return Ok(());
                 }
@@ -275,7 +323,21 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> Result<()> {
         let mut s = self.session(repo, id).await?;
+        let hashing = s
+            .hasher
+            .as_ref()
+            .is_some_and(|h| h.algorithm() == digest.algorithm());
+        let stored = body.is_some() && hashing && self.is_stored(digest).await?;
+        let mut pin = None;
         match body {
+            // The store holds this content: hash the last chunk, keep none.
+            Some(body) if stored => match self.pin(digest).await? {
+                Some(p) => {
+                    pin = Some(p);
+                    self.discard_locked(&mut s, range, body).await?;
+                }
+                None => self.append_locked(id, &mut s, range, body).await?,
+            },
             Some(body) => self.append_locked(id, &mut s, range, body).await?,
             // Nothing was ever written (the empty blob): stage it empty.
             None if s.size == 0 => {
@@ -287,21 +349,76 @@ impl Registry {
             Some(h) if h.algorithm() == digest.algorithm() => h.clone().finish(),
             _ => self.rehash(id, digest.algorithm()).await?,
         };
-        let result = if computed == *digest {
-            self.commit_blob(repo, id, digest).await
-        } else {
-            let _ = self.store.stage_delete(id).await;
+        let result = if computed != *digest {
             Err(CoreError::DigestMismatch {
                 declared: digest.clone(),
                 computed,
             })
+        } else {
+            let committed = self
+                .commit_blob(repo, pin.as_deref().unwrap_or(id), digest)
+                .await;
+            if committed.is_ok() && s.size >= crate::openings::OPENING as u64 {
+                self.note_opening(digest).await;
+            }
+            committed
         };
+        if let Some(pin) = &pin {
+            self.unpin(pin).await;
+        }
+        if result.is_err() || pin.is_some() {
+            let _ = self.store.stage_delete(id).await;
+        }
         s.closed = true;
         self.store
             .delete(&keys::upload(id), Durability::Lazy)
             .await?;
         self.sessions.remove(id);
         result
+    }
+
+    /// Like [`Registry::append_locked`] for a chunk of content the store
+    /// already holds: hashed, checked and dropped. A refused or broken
+    /// chunk leaves the session as it was.
+    async fn discard_locked(
+        &self,
+        s: &mut Session,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<()> {
+        check_start(range, s.size)?;
+        let mut hasher = s.hasher.clone();
+        let got = pump(body, Box::new(Discard::default()), hasher.as_mut()).await?;
+        let size = s.size + got;
+        check_end(range, size)?;
+        s.size = size;
+        s.hasher = hasher;
+        Ok(())
+    }
+
+    async fn is_stored(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.store.stat(&keys::blob(digest)).await?.is_some())
+    }
+
+    /// Pins stored content for a push that only hashes its body: a stage
+    /// sharing the content's bytes, so that a collection pass that removes
+    /// the content meanwhile cannot take it from under the push (the
+    /// commit puts it back, as with an upload's own copy). `None` if the
+    /// content is not there.
+    async fn pin(&self, digest: &Digest) -> Result<Option<String>> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.sessions.set_pin(&id, true);
+        if self.store.stage_from(&id, &keys::blob(digest)).await? {
+            Ok(Some(id))
+        } else {
+            self.sessions.set_pin(&id, false);
+            Ok(None)
+        }
+    }
+
+    async fn unpin(&self, id: &str) {
+        let _ = self.store.stage_delete(id).await;
+        self.sessions.set_pin(id, false);
     }
 
     /// Uploads a whole blob in one request (POST with `digest`).
@@ -321,22 +438,46 @@ impl Registry {
         digest: &Digest,
         body: ByteStream,
     ) -> Result<()> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let writer = self.store.stage_writer(&id, 0).await?;
+        // Content the store holds is hashed and dropped, under a pin;
+        // anything else is staged.
+        let (id, writer, pinned) = match self.pin(digest).await? {
+            Some(pin) => (
+                pin,
+                Box::new(Discard::default()) as Box<dyn StageWriter>,
+                true,
+            ),
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                let writer = self.store.stage_writer(&id, 0).await?;
+                (id, writer, false)
+            }
+        };
         let mut hasher = digest.algorithm().hasher();
-        if let Err(e) = pump(body, writer, Some(&mut hasher)).await {
+        let pumped = pump(body, writer, Some(&mut hasher)).await;
+        let result = match pumped {
+            Err(e) => Err(e),
+            Ok(size) => {
+                let computed = hasher.finish();
+                if computed == *digest {
+                    let committed = self.commit_blob(repo, &id, digest).await;
+                    if committed.is_ok() && size >= crate::openings::OPENING as u64 {
+                        self.note_opening(digest).await;
+                    }
+                    committed
+                } else {
+                    Err(CoreError::DigestMismatch {
+                        declared: digest.clone(),
+                        computed,
+                    })
+                }
+            }
+        };
+        if pinned {
+            self.unpin(&id).await;
+        } else if result.is_err() {
             let _ = self.store.stage_delete(&id).await;
-            return Err(e);
         }
-        let computed = hasher.finish();
-        if computed != *digest {
-            let _ = self.store.stage_delete(&id).await;
-            return Err(CoreError::DigestMismatch {
-                declared: digest.clone(),
-                computed,
-            });
-        }
-        self.commit_blob(repo, &id, digest).await
+        result
     }
 
     /// Abandons an upload.
@@ -407,6 +548,9 @@ impl Registry {
             }
             // Busy sessions are not expired under a client's feet; an idle
             // one is closed while held, so no request resumes it halfway.
+            if self.sessions.pinned(&id) {
+                continue;
+            }
             let _held = match self.sessions.get(&id) {
                 Some(s) => match s.try_lock_owned() {
                     Ok(mut g) => {
@@ -471,6 +615,24 @@ impl Registry {
     }
 }
 
+/// A chunk must start where the upload ends.
+fn check_start(range: Option<ChunkRange>, size: u64) -> Result<()> {
+    match range {
+        Some((start, _)) if start != size => Err(CoreError::ChunkOutOfOrder { size }),
+        _ => Ok(()),
+    }
+}
+
+/// A chunk must end where its Content-Range said.
+fn check_end(range: Option<ChunkRange>, size: u64) -> Result<()> {
+    match range {
+        Some((start, end)) if size != end + 1 => Err(CoreError::SizeInvalid(format!(
+            "Content-Range {start}-{end} but the chunk ended with the upload at {size} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Runs upload work on a task of its own, so that a client that goes away
 /// cannot cut it short between writing bytes and recording them.
 async fn to_completion<T: Send + 'static>(
@@ -484,8 +646,61 @@ async fn to_completion<T: Send + 'static>(
 /// Bodies up to this size are hashed on the receiving task; past it a
 /// hashing thread takes over, so receiving, hashing and writing overlap.
 const HASH_OFFLOAD: usize = 1024 * 1024;
-/// Chunks waiting for the hashing thread.
-const HASH_QUEUE: usize = 8;
+/// Bytes handed to the hashing thread at a time: each hand-off may cost
+/// two context switches, so they are gathered (by reference, no copy).
+const HASH_BATCH: usize = 1024 * 1024;
+/// Batches waiting for the hashing thread.
+const HASH_QUEUE: usize = 3;
+
+/// The hashing thread of a large body.
+struct Offload {
+    tx: mpsc::Sender<Vec<Bytes>>,
+    task: JoinHandle<Hasher>,
+    batch: Vec<Bytes>,
+    batch_len: usize,
+}
+
+impl Offload {
+    fn start(from: &Hasher) -> Offload {
+        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
+        let mut running = from.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            while let Some(batch) = rx.blocking_recv() {
+                for c in batch {
+                    running.update(&c);
+                }
+            }
+            running
+        });
+        Offload {
+            tx,
+            task,
+            batch: Vec::new(),
+            batch_len: 0,
+        }
+    }
+
+    async fn add(&mut self, chunk: Bytes) {
+        self.batch_len += chunk.len();
+        self.batch.push(chunk);
+        if self.batch_len >= HASH_BATCH {
+            self.batch_len = 0;
+            // The thread only stops when the channel closes.
+            let _ = self.tx.send(std::mem::take(&mut self.batch)).await;
+        }
+    }
+
+    async fn finish(self) -> Result<Hasher> {
+        if !self.batch.is_empty() {
+            let _ = self.tx.send(self.batch).await;
+        }
+        drop(self.tx);
+        Ok(self
+            .task
+            .await
+            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?)
+    }
+}
 
 /// Streams a body into a stage writer, hashing as it goes, without copying
 /// it: each chunk is shared by the hasher and the writer. Returns the staged
@@ -496,7 +711,7 @@ pub(crate) async fn pump(
     mut writer: Box<dyn StageWriter>,
     mut hasher: Option<&mut Hasher>,
 ) -> Result<u64> {
-    let mut offload: Option<(mpsc::Sender<Bytes>, JoinHandle<Hasher>)> = None;
+    let mut offload: Option<Offload> = None;
     let mut seen = 0usize;
     let mut failure = None;
     while let Some(chunk) = body.next().await {
@@ -508,21 +723,13 @@ pub(crate) async fn pump(
             }
         };
         seen += chunk.len();
-        if let Some((tx, _)) = &offload {
-            // The thread only stops when the channel closes.
-            let _ = tx.send(chunk.clone()).await;
+        if let Some(o) = offload.as_mut() {
+            o.add(chunk.clone()).await;
         } else if let Some(h) = hasher.as_deref_mut() {
             if seen > HASH_OFFLOAD {
-                let (tx, mut rx) = mpsc::channel::<Bytes>(HASH_QUEUE);
-                let mut running = h.clone();
-                let task = tokio::task::spawn_blocking(move || {
-                    while let Some(c) = rx.blocking_recv() {
-                        running.update(&c);
-                    }
-                    running
-                });
-                let _ = tx.send(chunk.clone()).await;
-                offload = Some((tx, task));
+                let mut o = Offload::start(h);
+                o.add(chunk.clone()).await;
+                offload = Some(o);
             } else {
                 h.update(&chunk);
             }
@@ -533,11 +740,8 @@ pub(crate) async fn pump(
         }
     }
     let size = writer.finish().await;
-    if let Some((tx, task)) = offload {
-        drop(tx);
-        let hashed = task
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?;
+    if let Some(o) = offload {
+        let hashed = o.finish().await?;
         if let Some(h) = hasher {
             *h = hashed;
         }

@@ -108,6 +108,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Opens a staged upload for appending at `offset`: 0 creates it, any
     /// other value must equal its current size.
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>>;
+    /// Like [`Backend::stage_writer`], for bytes that may well be dropped
+    /// unread (an upload that looks like content the store holds): a
+    /// backend that can keeps them where dropping costs nothing rather than
+    /// writing them through. A commit is as durable either way.
+    async fn stage_writer_cached(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>>;
+    /// Stages the object at `key` as upload `id`, sharing its bytes where
+    /// the store can (a hard link): a pin on content that a collector may
+    /// remove meanwhile, put back with [`Backend::stage_commit`] if it was.
+    /// Such a stage is never appended to. Returns false if `key` is absent.
+    async fn stage_from(&self, id: &str, key: &str) -> Result<bool>;
     /// Size of a staged upload, `None` if absent.
     async fn stage_size(&self, id: &str) -> Result<Option<u64>>;
     /// Reads a staged upload from `start` to its current end (to rebuild a

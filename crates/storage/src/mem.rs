@@ -182,6 +182,24 @@ impl Backend for MemBackend {
         }))
     }
 
+    async fn stage_writer_cached(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>> {
+        self.stage_writer(id, offset).await
+    }
+
+    async fn stage_from(&self, id: &str, key: &str) -> Result<bool> {
+        check_id(id)?;
+        check_key(key, false)?;
+        let mut g = self.lock();
+        let Some(data) = g.objects.get(key).cloned() else {
+            return Ok(false);
+        };
+        g.stages.insert(
+            id.to_owned(),
+            (BytesMut::from(&data[..]), SystemTime::now()),
+        );
+        Ok(true)
+    }
+
     async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {
         check_id(id)?;
         let mut g = self.lock();

@@ -233,6 +233,14 @@ impl Backend for Pausing {
         self.inner.stage_writer(id, offset).await
     }
 
+    async fn stage_writer_cached(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>> {
+        self.inner.stage_writer_cached(id, offset).await
+    }
+
+    async fn stage_from(&self, id: &str, key: &str) -> Result<bool> {
+        self.inner.stage_from(id, key).await
+    }
+
     async fn stage_size(&self, id: &str) -> Result<Option<u64>> {
         self.inner.stage_size(id).await
     }

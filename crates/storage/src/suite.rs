@@ -186,4 +186,84 @@ pub async fn run(store: &dyn Backend) {
         store.stage_size("../x").await,
         Err(StorageError::InvalidKey(_))
     ));
+
+    large_stages(store).await;
+    pins(store).await;
+}
+
+/// Bytes that tell every position apart.
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3] ^ seed)
+        .collect()
+}
+
+/// Large uploads in odd-sized pieces, both writers, resumed at offsets that
+/// fall inside a disk block, cut back and resumed again: what was written
+/// is exactly what is read.
+async fn large_stages(store: &dyn Backend) {
+    let first = pattern(1, 5 * 1024 * 1024 + 12_345);
+    let second = pattern(2, 3 * 1024 * 1024 + 777);
+    let third = pattern(3, 300_001);
+    for cached in [false, true] {
+        let open = |offset| async move {
+            if cached {
+                store.stage_writer_cached("big", offset).await.unwrap()
+            } else {
+                store.stage_writer("big", offset).await.unwrap()
+            }
+        };
+        let mut want = Vec::new();
+        let mut offset = 0;
+        for part in [&first, &second, &third] {
+            let mut w = open(offset).await;
+            for piece in part.chunks(65_537) {
+                w.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            }
+            want.extend_from_slice(part);
+            offset = w.finish().await.unwrap();
+            assert_eq!(offset, want.len() as u64, "cached: {cached}");
+        }
+        // A refused chunk cut back, then the upload goes on.
+        let mut w = open(offset).await;
+        w.write(Bytes::from(pattern(9, 1_000_000))).await.unwrap();
+        w.finish().await.unwrap();
+        store.stage_truncate("big", offset).await.unwrap();
+        let mut w = open(offset).await;
+        w.write(Bytes::from(third.clone())).await.unwrap();
+        want.extend_from_slice(&third);
+        assert_eq!(w.finish().await.unwrap(), want.len() as u64);
+        let staged: Vec<Bytes> = store
+            .stage_read("big", 0)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(staged.concat() == want, "cached: {cached}");
+        store.stage_commit("big", "blobs/big").await.unwrap();
+        assert!(read_all(store, "blobs/big", 0, None).await == want);
+        store.delete("blobs/big", Durable).await.unwrap();
+    }
+}
+
+/// A pin stages an object without copying it: deleting the pin leaves the
+/// object; committing it puts the object back where it was removed.
+async fn pins(store: &dyn Backend) {
+    assert!(!store.stage_from("pin", "blobs/none").await.unwrap());
+    assert_eq!(store.stage_size("pin").await.unwrap(), None);
+    store
+        .put("blobs/p", Bytes::from(pattern(4, 100_000)), Durable)
+        .await
+        .unwrap();
+    assert!(store.stage_from("pin", "blobs/p").await.unwrap());
+    assert_eq!(store.stage_size("pin").await.unwrap(), Some(100_000));
+    store.stage_delete("pin").await.unwrap();
+    assert_eq!(store.stat("blobs/p").await.unwrap(), Some(100_000));
+    assert!(store.stage_from("pin", "blobs/p").await.unwrap());
+    store.delete("blobs/p", Durable).await.unwrap();
+    store.stage_commit("pin", "blobs/p").await.unwrap();
+    assert!(read_all(store, "blobs/p", 0, None).await == pattern(4, 100_000));
+    assert_eq!(store.stage_size("pin").await.unwrap(), None);
+    store.delete("blobs/p", Durable).await.unwrap();
 }

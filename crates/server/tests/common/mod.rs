@@ -300,9 +300,8 @@ impl Server {
         self.send(Method::DELETE, path, &[], Vec::new()).await
     }
 
-    /// Pushes a blob with POST then PUT; returns its digest.
-    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
-        let digest = sha256(data);
+    /// Opens an upload session; returns its location.
+    pub async fn start_upload(&self, repo: &str) -> String {
         let r = self
             .send(
                 Method::POST,
@@ -312,7 +311,13 @@ impl Server {
             )
             .await;
         assert_eq!(r.status(), StatusCode::ACCEPTED);
-        let loc = location(&r);
+        location(&r)
+    }
+
+    /// Pushes a blob with POST then PUT; returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let loc = self.start_upload(repo).await;
         let r = self
             .send(
                 Method::PUT,
