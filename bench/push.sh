@@ -68,17 +68,18 @@ push() { # client mode repo -> seconds
   esac
 }
 
-# The limit: the same bytes written and fdatasync'd by dd on this filesystem.
-limit=()
-for t in $(seq "$TRIALS"); do
+# The limit: the same bytes written and fdatasync'd by dd on this
+# filesystem. The disk's speed moves from minute to minute here, so it is
+# measured right before every push, and each push is reported as a share
+# of the limit measured with it.
+limit() {
   sync
-  t0=$(date +%s%N)
+  local t0; t0=$(date +%s%N)
   dd if="$W/big" of="$W/dd.out" bs=4M conv=fdatasync status=none
-  limit+=("$(echo "scale=1; $BYTES * 1000 / ($(date +%s%N) - $t0)" | bc)")
+  echo "scale=1; $BYTES * 1000 / ($(date +%s%N) - $t0)" | bc
   rm -f "$W/dd.out"
-done
-LIMIT=$(printf '%s\n' "${limit[@]}" | median)
-echo "fdatasync'd write limit: $LIMIT MB/s (dd bs=4M conv=fdatasync, median of $TRIALS)" >&2
+}
+LIMITS=()
 
 declare -A R
 IFS=, read -ra regs <<<"$REGS"; IFS=, read -ra clients <<<"$CLIENTS"; IFS=, read -ra modes <<<"$MODES"
@@ -88,16 +89,18 @@ fi
 for mode in "${modes[@]}"; do
   for client in "${clients[@]}"; do
     for reg in "${regs[@]}"; do
-      secs=(); cpu=(); disk=(); rss=0
+      secs=(); cpu=(); disk=(); share=(); rss=0
       for t in $(seq "$TRIALS"); do
         freshen
+        lim=$(limit); LIMITS+=("$lim")
         if [ "$mode" = chunked ] && [ "$client" = curl ]; then
           rm -f "$W"/pieces/*; (cd "$W/pieces" && split -b "$CHUNK" -d -a 3 ../big piece.)
         fi
         sync
         start_registry "$reg" "$W/$reg-data"
         c0=$(cpu_ticks "$PID"); d0=$(disk_bytes "$PID")
-        secs+=("$(push "$client" "$mode" bench/push)")
+        s1=$(push "$client" "$mode" bench/push); secs+=("$s1")
+        share+=("$(echo "scale=3; 100 * $BYTES / 1000000 / $s1 / $lim" | bc)")
         cpu+=("$(( $(cpu_ticks "$PID") - c0 ))"); disk+=("$(( $(disk_bytes "$PID") - d0 ))")
         h=$(hwm_kib "$PID"); [ "$h" -gt "$rss" ] && rss=$h
         stop_registry; rm -rf "$W/$reg-data"
@@ -107,7 +110,8 @@ for mode in "${modes[@]}"; do
       R[$k.cpu]=$(per_gib "$(echo "scale=3; $(printf '%s\n' "${cpu[@]}" | median) / $TICK" | bc)")
       R[$k.disk]=$(( $(printf '%s\n' "${disk[@]}" | median) / 1048576 ))
       R[$k.rss]=$(( rss / 1024 ))
-      echo "$k: ${R[$k.mbps]} MB/s, ${R[$k.cpu]} s CPU/GiB, ${R[$k.disk]} MiB to disk, RSS peak ${R[$k.rss]} MiB (${secs[*]})" >&2
+      R[$k.share]=$(printf '%s\n' "${share[@]}" | median)
+      echo "$k: ${R[$k.mbps]} MB/s (${R[$k.share]}% of the limit), ${R[$k.cpu]} s CPU/GiB, ${R[$k.disk]} MiB to disk, RSS peak ${R[$k.rss]} MiB (${secs[*]}; limits ${LIMITS[*]: -$TRIALS})" >&2
     done
   done
 done
@@ -137,19 +141,20 @@ for reg in "${regs[@]}"; do
   done
 done
 
-pct() { echo "scale=0; 100 * $1 / $LIMIT" | bc; }
+LIMIT=$(printf '%s\n' "${LIMITS[@]:-0}" | median)
+LOW=$(printf '%s\n' "${LIMITS[@]:-0}" | sort -g | head -1); HIGH=$(printf '%s\n' "${LIMITS[@]:-0}" | sort -g | tail -1)
 ratio() { echo "scale=2; $1 / $2" | bc; }
 mkdir -p bench/out
 {
   echo "Push benchmark, ${SIZE_MIB} MiB blob, fresh content each push, median of $TRIALS runs; $(nproc) cores; $(date -u +%Y-%m-%d)."
-  echo "fdatasync'd write limit on this filesystem: $LIMIT MB/s (dd bs=4M conv=fdatasync)."
+  echo "fdatasync'd write limit on this filesystem (dd bs=4M conv=fdatasync, measured before every push): median $LIMIT MB/s, from $LOW to $HIGH."
   echo
-  echo "| push | client | Berth MB/s (% of limit) | Berth CPU s/GiB | distribution MB/s | distribution CPU s/GiB | Berth / distribution |"
+  echo "| push | client | Berth MB/s (median share of the limit measured with each push) | Berth CPU s/GiB | distribution MB/s | distribution CPU s/GiB | Berth / distribution |"
   echo "|---|---|---|---|---|---|---|"
   for mode in "${modes[@]}"; do
     for client in "${clients[@]}"; do
       b="berth.$mode.$client"; d="dist.$mode.$client"
-      echo "| $mode | $client | ${R[$b.mbps]:-} ($(pct "${R[$b.mbps]:-0}")%) | ${R[$b.cpu]:-} | ${R[$d.mbps]:-} | ${R[$d.cpu]:-} | $( [ -n "${R[$d.mbps]:-}" ] && ratio "${R[$b.mbps]:-0}" "${R[$d.mbps]}")x |"
+      echo "| $mode | $client | ${R[$b.mbps]:-} (${R[$b.share]:-}%) | ${R[$b.cpu]:-} | ${R[$d.mbps]:-} | ${R[$d.cpu]:-} | $( [ -n "${R[$d.mbps]:-}" ] && ratio "${R[$b.mbps]:-0}" "${R[$d.mbps]}")x |"
     done
   done
   echo

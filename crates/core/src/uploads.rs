@@ -650,7 +650,7 @@ const HASH_OFFLOAD: usize = 1024 * 1024;
 /// two context switches, so they are gathered (by reference, no copy).
 const HASH_BATCH: usize = 1024 * 1024;
 /// Batches waiting for the hashing thread.
-const HASH_QUEUE: usize = 3;
+const HASH_QUEUE: usize = 2;
 
 /// The hashing thread of a large body.
 struct Offload {

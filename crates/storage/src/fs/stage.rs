@@ -37,7 +37,7 @@ pub(super) const INLINE_WRITE: usize = 256 * 1024;
 /// What `O_DIRECT` needs aligned: buffer addresses, lengths and offsets.
 const ALIGN: usize = 4096;
 /// Size of each of a direct writer's two buffers.
-const DIRECT_BUF: usize = 2 * 1024 * 1024;
+const DIRECT_BUF: usize = 1024 * 1024;
 
 /// How a stage writer places its bytes (see the module's documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
