@@ -333,8 +333,11 @@ impl Registry {
             // The store holds this content: hash the last chunk, keep none.
             Some(body) if stored => match self.pin(digest).await? {
                 Some(p) => {
+                    if let Err(e) = self.discard_locked(&mut s, range, body).await {
+                        self.unpin(&p).await;
+                        return Err(e);
+                    }
                     pin = Some(p);
-                    self.discard_locked(&mut s, range, body).await?;
                 }
                 None => self.append_locked(id, &mut s, range, body).await?,
             },

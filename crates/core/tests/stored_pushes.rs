@@ -102,6 +102,22 @@ async fn a_push_of_stored_content_stages_none_of_its_bytes() {
     assert!(matches!(r, Err(CoreError::DigestMismatch { .. })), "{r:?}");
     assert!(files_under(&dir.path().join(".uploads")).is_empty());
     assert_eq!(read(&reg, &d, bytes.len() as u64).await, bytes);
+
+    // A last chunk whose Content-Range disagrees is refused, leaves no pin
+    // behind, and the session goes on.
+    let up = reg.start_upload(&b).await.unwrap();
+    let whole = body_with(bytes.clone(), |_| {});
+    let r = reg
+        .finish_upload(&b, &up.id, &d, Some((0, 10)), Some(whole))
+        .await;
+    assert!(matches!(r, Err(CoreError::SizeInvalid(_))), "{r:?}");
+    assert!(files_under(&dir.path().join(".uploads")).is_empty());
+    let end = bytes.len() as u64 - 1;
+    let whole = body_with(bytes.clone(), |_| {});
+    reg.finish_upload(&b, &up.id, &d, Some((0, end)), Some(whole))
+        .await
+        .unwrap();
+    assert!(files_under(&dir.path().join(".uploads")).is_empty());
 }
 
 #[tokio::test]
