@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// The persisted part of a session.
@@ -358,9 +357,10 @@ impl Registry {
                 computed,
             })
         } else {
-            let committed = self
-                .commit_blob(repo, pin.as_deref().unwrap_or(id), digest)
-                .await;
+            let committed = match &pin {
+                Some(pin) => self.commit_pinned(repo, pin, digest).await,
+                None => self.commit_blob(repo, id, digest).await,
+            };
             if committed.is_ok() && s.size >= crate::openings::OPENING as u64 {
                 self.note_opening(digest).await;
             }
@@ -411,12 +411,32 @@ impl Registry {
     async fn pin(&self, digest: &Digest) -> Result<Option<String>> {
         let id = uuid::Uuid::new_v4().to_string();
         self.sessions.set_pin(&id, true);
-        if self.store.stage_from(&id, &keys::blob(digest)).await? {
+        // A pin that cannot be made (too many links) only means staging.
+        if let Ok(true) = self.store.stage_from(&id, &keys::blob(digest)).await {
             Ok(Some(id))
         } else {
             self.sessions.set_pin(&id, false);
             Ok(None)
         }
+    }
+
+    /// Commits a push whose body was hashed and dropped: links, and if the
+    /// content went meanwhile, puts the pin back, once its bytes proved to
+    /// still match (a pin shares whatever is on disk, which scrub may have
+    /// quarantined as corrupt while the push went on).
+    async fn commit_pinned(&self, repo: &RepoName, pin: &str, digest: &Digest) -> Result<()> {
+        self.link_blob(repo, digest).await?;
+        let key = keys::blob(digest);
+        if self.store.stat(&key).await?.is_some() {
+            return Ok(());
+        }
+        if self.rehash(pin, digest.algorithm()).await? != *digest {
+            return Err(CoreError::UploadInvalid(format!(
+                "the stored copy of {digest} went bad during this push: push it again"
+            )));
+        }
+        self.store.stage_commit(pin, &key).await?;
+        Ok(())
     }
 
     async fn unpin(&self, id: &str) {
@@ -462,7 +482,11 @@ impl Registry {
             Ok(size) => {
                 let computed = hasher.finish();
                 if computed == *digest {
-                    let committed = self.commit_blob(repo, &id, digest).await;
+                    let committed = if pinned {
+                        self.commit_pinned(repo, &id, digest).await
+                    } else {
+                        self.commit_blob(repo, &id, digest).await
+                    };
                     if committed.is_ok() && size >= crate::openings::OPENING as u64 {
                         self.note_opening(digest).await;
                     }
@@ -646,62 +670,75 @@ async fn to_completion<T: Send + 'static>(
         .map_err(|e| CoreError::Storage(StorageError::Io(std::io::Error::other(e))))?
 }
 
-/// Bodies up to this size are hashed on the receiving task; past it a
-/// hashing thread takes over, so receiving, hashing and writing overlap.
+/// Bodies up to this size are hashed on the receiving task; past it the
+/// hashing moves to blocking calls, so receiving, hashing and writing
+/// overlap.
 const HASH_OFFLOAD: usize = 1024 * 1024;
-/// Bytes handed to the hashing thread at a time: each hand-off may cost
-/// two context switches, so they are gathered (by reference, no copy).
+/// Bytes hashed by one blocking call: each hand-off may cost two context
+/// switches, so they are gathered (by reference, no copy).
 const HASH_BATCH: usize = 1024 * 1024;
-/// Batches waiting for the hashing thread.
-const HASH_QUEUE: usize = 2;
 
-/// The hashing thread of a large body.
+/// The hashing of a large body: each batch is hashed by a short blocking
+/// call while the next one gathers, so a client that sends slowly holds no
+/// thread between its batches.
 struct Offload {
-    tx: mpsc::Sender<Vec<Bytes>>,
-    task: JoinHandle<Hasher>,
+    /// The running hash, when no batch is being hashed.
+    idle: Option<Hasher>,
+    running: Option<JoinHandle<Hasher>>,
     batch: Vec<Bytes>,
     batch_len: usize,
 }
 
 impl Offload {
     fn start(from: &Hasher) -> Offload {
-        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(HASH_QUEUE);
-        let mut running = from.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            while let Some(batch) = rx.blocking_recv() {
-                for c in batch {
-                    running.update(&c);
-                }
-            }
-            running
-        });
         Offload {
-            tx,
-            task,
+            idle: Some(from.clone()),
+            running: None,
             batch: Vec::new(),
             batch_len: 0,
         }
     }
 
-    async fn add(&mut self, chunk: Bytes) {
+    async fn add(&mut self, chunk: Bytes) -> Result<()> {
         self.batch_len += chunk.len();
         self.batch.push(chunk);
         if self.batch_len >= HASH_BATCH {
-            self.batch_len = 0;
-            // The thread only stops when the channel closes.
-            let _ = self.tx.send(std::mem::take(&mut self.batch)).await;
+            self.hash_batch().await?;
+        }
+        Ok(())
+    }
+
+    /// The running hash, once the batch being hashed is done.
+    async fn take(&mut self) -> Result<Hasher> {
+        match self.running.take() {
+            Some(task) => Ok(task
+                .await
+                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?),
+            None => self
+                .idle
+                .take()
+                .ok_or_else(|| StorageError::Io(std::io::Error::other("hasher lost")).into()),
         }
     }
 
-    async fn finish(self) -> Result<Hasher> {
+    async fn hash_batch(&mut self) -> Result<()> {
+        let mut h = self.take().await?;
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_len = 0;
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            for c in batch {
+                h.update(&c);
+            }
+            h
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Hasher> {
         if !self.batch.is_empty() {
-            let _ = self.tx.send(self.batch).await;
+            self.hash_batch().await?;
         }
-        drop(self.tx);
-        Ok(self
-            .task
-            .await
-            .map_err(|e| StorageError::Io(std::io::Error::other(e)))?)
+        self.take().await
     }
 }
 
@@ -727,11 +764,17 @@ pub(crate) async fn pump(
         };
         seen += chunk.len();
         if let Some(o) = offload.as_mut() {
-            o.add(chunk.clone()).await;
+            if let Err(e) = o.add(chunk.clone()).await {
+                failure = Some(e);
+                break;
+            }
         } else if let Some(h) = hasher.as_deref_mut() {
             if seen > HASH_OFFLOAD {
                 let mut o = Offload::start(h);
-                o.add(chunk.clone()).await;
+                if let Err(e) = o.add(chunk.clone()).await {
+                    failure = Some(e);
+                    break;
+                }
                 offload = Some(o);
             } else {
                 h.update(&chunk);

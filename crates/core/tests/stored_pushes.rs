@@ -165,3 +165,79 @@ async fn content_removed_during_a_push_of_it_is_put_back() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_pin_whose_bytes_went_bad_is_not_put_back() {
+    let (dir, store, reg) = world().await;
+    let a = RepoName::parse("first").unwrap();
+    let b = RepoName::parse("second").unwrap();
+    let bytes = data(5, 2 * 1024 * 1024);
+    let d = Digest::of(Algorithm::Sha256, &bytes);
+    reg.upload_whole(&a, &d, body_with(bytes.clone(), |_| {}))
+        .await
+        .unwrap();
+    // Midway through the push, the stored copy rots and is taken away (what
+    // scrub does with content that no longer matches its digest).
+    let path = dir.path().join(keys::blob(&d));
+    let rot = move |i| {
+        if i == 10 {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.write_all_at(b"rot", 1000).unwrap();
+            std::fs::remove_file(&path).unwrap();
+        }
+    };
+    let r = reg
+        .upload_whole(&b, &d, body_with(bytes.clone(), rot))
+        .await;
+    assert!(matches!(r, Err(CoreError::UploadInvalid(_))), "{r:?}");
+    assert_eq!(store.stat(&keys::blob(&d)).await.unwrap(), None);
+    // Pushed again, the content is staged from the body and served whole.
+    reg.upload_whole(&b, &d, body_with(bytes.clone(), |_| {}))
+        .await
+        .unwrap();
+    assert_eq!(read(&reg, &d, bytes.len() as u64).await, bytes);
+    assert!(files_under(&dir.path().join(".uploads")).is_empty());
+}
+
+/// Uploads that stop sending midway, past the size where hashing moves
+/// off the receiving task, hold no blocking thread: with a pool of two,
+/// four of them stalled still leave the store usable.
+#[test]
+fn stalled_large_uploads_hold_no_blocking_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_dir, store, reg) = world().await;
+        let repo = RepoName::parse("stalled").unwrap();
+        let mut senders = Vec::new();
+        for i in 0..4u8 {
+            let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(64);
+            for piece in data(i, 3 * 1024 * 1024).chunks(65_536) {
+                tx.send(Ok(Bytes::copy_from_slice(piece))).await.unwrap();
+            }
+            senders.push(tx);
+            let body = Box::pin(futures_util::stream::unfold(rx, |mut rx| async {
+                rx.recv().await.map(|item| (item, rx))
+            }));
+            let (reg, repo) = (reg.clone(), repo.clone());
+            let d = Digest::of(Algorithm::Sha256, b"never");
+            tokio::spawn(async move { reg.upload_whole(&repo, &d, body).await });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.stat("nothing/here"),
+        )
+        .await;
+        assert!(
+            matches!(answered, Ok(Ok(None))),
+            "the store did not answer: {answered:?}"
+        );
+        drop(senders);
+    });
+}
