@@ -18,7 +18,7 @@ header.top{display:flex;flex-wrap:wrap;gap:.5rem 1.5rem;align-items:center;justi
 header.top nav{display:flex;gap:1rem;align-items:baseline;flex-wrap:wrap}
 header.top nav a{text-decoration:none;font-weight:500}
 .brand{font-weight:700;font-size:1.2rem;color:var(--fg)!important}
-.who{display:flex;gap:1rem;flex-wrap:wrap}
+.who{display:flex;gap:.5rem 1rem;flex-wrap:wrap;align-items:center}
 main{max-width:72rem;margin:0 auto;padding:1rem}
 main:focus{outline:none}
 h1{font-size:1.6rem;margin:.6rem 0 1rem;word-break:break-word}
@@ -41,7 +41,8 @@ thead th{font-size:.85rem;color:var(--muted);font-weight:600;white-space:nowrap}
 tbody th{font-weight:500}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 code,pre{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.88em}
-code{background:var(--code);padding:.05rem .3rem;border-radius:4px;word-break:break-all}
+code{background:var(--code);padding:.05rem .3rem;border-radius:4px;overflow-wrap:anywhere}
+code.digest,td time{white-space:nowrap}
 pre{background:var(--code);padding:1rem;border-radius:8px;overflow:auto;max-height:32rem}
 pre code{background:none;padding:0}
 .cmd{display:flex;gap:.5rem;align-items:center;flex-wrap:wrap}
@@ -185,6 +186,7 @@ function wireAccount() {
   }
   const logout = $('#logout');
   if (logout) {
+    logout.hidden = false;
     logout.onclick = async () => {
       await fetch('/zot/auth/logout', {method: 'POST', headers: H, credentials: 'same-origin'});
       location.href = '/ui/account';

@@ -255,7 +255,8 @@ pub struct TagRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct RepoPage {
     pub name: String,
-    /// `docker pull` and `podman pull` of the first tag shown (or `latest`).
+    /// `docker pull` and `podman pull` of `latest` if shown, else of the
+    /// most recently pushed tag shown.
     pub pull_docker: String,
     pub pull_podman: String,
     /// The host clients pull from: `http.externalUrl`'s, or the request's.
@@ -298,7 +299,12 @@ pub async fn repo_page(
     let pulls = reg.pull_times(repo).await.unwrap_or_default();
     let rows = join_all(shown.iter().map(|t| tag_row(reg, cache, repo, t, &pulls))).await;
     let tags: Vec<TagRow> = rows.into_iter().flatten().collect();
-    let first = tags.first().map_or("latest", |t| t.tag.as_str());
+    // `latest` when shown, else the most recently pushed tag shown.
+    let first = tags
+        .iter()
+        .find(|t| t.tag == "latest")
+        .or_else(|| tags.iter().max_by(|a, b| a.pushed.cmp(&b.pushed)))
+        .map_or("latest", |t| t.tag.as_str());
     let next = if end < matching.len() {
         shown.last().cloned()
     } else {
@@ -343,16 +349,17 @@ async fn tag_row(
     })
 }
 
+/// Whether an artifact type is just a container image's config type.
+pub fn is_image_config(t: &str) -> bool {
+    t == "application/vnd.oci.image.config.v1+json"
+        || t == "application/vnd.docker.container.image.v1+json"
+}
+
 /// `image`, `index`, or an artifact's type.
 pub fn kind_label(f: &Facts) -> String {
     match (&f.artifact_type, f.image) {
         (_, false) => "index".into(),
-        (Some(t), true)
-            if t != "application/vnd.oci.image.config.v1+json"
-                && t != "application/vnd.docker.container.image.v1+json" =>
-        {
-            t.clone()
-        }
+        (Some(t), true) if !is_image_config(t) => t.clone(),
         _ => "image".into(),
     }
 }

@@ -91,6 +91,8 @@ pub struct ImagePage {
     pub referrers: Vec<ReferrerGroup>,
     pub manifest_json: String,
     pub config_json: Option<String>,
+    /// `docker pull <host>/<repository>@<digest>`.
+    pub pull: String,
 }
 
 /// A person's name for an artifact type.
@@ -224,6 +226,7 @@ pub async fn image_page(
     reg: &Registry,
     repo: &RepoName,
     reference: &Reference,
+    host: &str,
 ) -> Result<ImagePage, CoreError> {
     let stored = reg.peek_manifest(repo, reference).await?;
     let m = manifest::parse(&stored.body, None)
@@ -251,6 +254,7 @@ pub async fn image_page(
         referrers: Vec::new(),
         manifest_json: pretty(&stored.body),
         config_json: None,
+        pull: format!("docker pull {host}/{repo}@{}", stored.digest),
     };
     if m.kind == Kind::Index {
         page.platforms = m

@@ -343,9 +343,11 @@ async fn repository_view(app: App, req: Request, json: bool) -> Response {
                 .map(View::Repo)
         }
         Target::Image(r) => match Reference::parse(&r) {
-            Ok(reference) => image::image_page(reg, &repo, &reference)
-                .await
-                .map(|p| View::Image(Box::new(p))),
+            Ok(reference) => {
+                image::image_page(reg, &repo, &reference, &pull_host(&app, &req.headers))
+                    .await
+                    .map(|p| View::Image(Box::new(p)))
+            }
             Err(_) => return not_found(json),
         },
         Target::Compare => {

@@ -77,6 +77,9 @@ fn layout(v: &Viewer, title: &str, body: Markup) -> Markup {
                     div.who {
                         @if let Some(u) = v.user() {
                             span id="whoami" { "Signed in as " b { (u) } }
+                            @if v.has_session() {
+                                button id="logout" type="button" hidden { "Log out" }
+                            }
                         } @else {
                             @for (href, name) in v.logins() {
                                 a.login href=(href) { "Log in with " (name) }
@@ -225,7 +228,7 @@ fn repo(p: &RepoPage) -> Markup {
                                 @for t in &p.tags {
                                     tr {
                                         th scope="row" { a href=(image_href(&p.name, &t.tag)) { (t.tag) } }
-                                        td { code title=(t.digest) { (short_digest(&t.digest)) } " " (copy_button(&t.digest, &format!("digest of {}", t.tag))) }
+                                        td { code.digest title=(t.digest) { (short_digest(&t.digest)) } " " (copy_button(&t.digest, &format!("digest of {}", t.tag))) }
                                         td { (t.kind) @if !t.platforms.is_empty() { br; span.muted { (t.platforms.join(", ")) } } }
                                         td.num { (human_size(t.size)) }
                                         td { (when(t.pushed.as_deref())) }
@@ -277,10 +280,10 @@ fn image(i: &ImagePage) -> Markup {
             (kv("Digest", html! { code { (i.digest) } " " (copy_button(&i.digest, "digest")) }))
             (kv("Kind", html! { (i.kind) }))
             (kv("Media type", html! { code { (i.media_type) } }))
-            @if let Some(t) = &i.artifact_type { (kv("Artifact type", html! { code { (t) } })) }
+            @if let Some(t) = i.artifact_type.as_deref().filter(|t| !super::data::is_image_config(t)) { (kv("Artifact type", html! { code { (t) } })) }
             (kv("Size", html! { (human_size(i.size)) }))
             @if let Some(s) = &i.subject { (kv("Refers to", html! { a href=(image_href(&i.repository, s)) { code { (short_digest(s)) } } })) }
-            (kv("Pull", html! { code { "docker pull …/" (i.repository) "@" (i.digest) } }))
+            (kv("Pull", html! { code { (i.pull) } " " (copy_button(&i.pull, "pull command")) }))
         }
         p { a href=(format!("{}/-/compare?a={}", repo_href(&i.repository), enc(&i.reference))) { "Compare with another tag…" } }
         @if !i.annotations.is_empty() {
@@ -306,7 +309,7 @@ fn image(i: &ImagePage) -> Markup {
                 thead { tr { th scope="col" { "#" } th scope="col" { "Digest" } th scope="col" { "Media type" } th scope="col" { "Size" } } }
                 tbody { @for (n, l) in i.layers.iter().enumerate() { tr {
                     td.num { (n + 1) }
-                    td { code title=(l.digest) { (short_digest(&l.digest)) } }
+                    td { code.digest title=(l.digest) { (short_digest(&l.digest)) } }
                     td { code { (l.media_type) } }
                     td.num { (human_size(l.size)) }
                 } } }
@@ -339,7 +342,7 @@ fn image(i: &ImagePage) -> Markup {
                     code { (s.created_by.as_deref().unwrap_or("")) }
                     @if s.empty_layer { " " span.muted { "(no layer)" } }
                     @if let Some(c) = &s.comment { " " span.muted { (c) } }
-                    " " (when(s.created.as_deref()))
+                    @if let Some(t) = &s.created { " " (when(Some(t))) }
                 }
             } }
         }
@@ -423,7 +426,7 @@ fn compare(c: &Compare) -> Markup {
             thead { tr { th scope="col" { "Change" } th scope="col" { "Digest" } th scope="col" { "Size" } } }
             tbody { @for l in &c.layers { tr class=(l.change) {
                 td { span.badge { (l.change) } }
-                td { code title=(l.digest) { (l.short) } }
+                td { code.digest title=(l.digest) { (l.short) } }
                 td.num { (human_size(l.size)) }
             } } }
         } }
@@ -449,7 +452,6 @@ fn account(a: &Account, v: &Viewer) -> Markup {
             p { "You are " b { (user) } "." }
             p { "Groups: " @if a.groups.is_empty() { span.muted { "none" } } @else { (a.groups.join(", ")) } }
             @if a.session {
-                p { button id="logout" type="button" { "Log out" } }
                 h2 { "API keys" }
                 p { "Use a key as the password with your user name: " code { "docker login -u " (user) " --password-stdin" } }
                 form id="create" class="bar" {

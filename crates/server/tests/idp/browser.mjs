@@ -26,6 +26,7 @@ try {
   await page.click('#submit');
   await page.waitForSelector('#whoami');
   const who = (await page.textContent('#whoami')).trim();
+  await page.goto(`${berth}/ui/account`);
   await page.fill('input[name=label]', label);
   await page.click('#create button');
   await page.waitForSelector('#secret');
