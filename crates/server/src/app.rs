@@ -31,7 +31,7 @@ pub struct App {
     /// Cleared when shutdown begins, so load balancers stop sending traffic.
     pub ready: Arc<AtomicBool>,
     /// What the web interface learned from manifests, by digest.
-    pub ui_cache: Arc<crate::ui::FactsCache>,
+    pub ui_cache: Arc<crate::ui::UiCache>,
 }
 
 impl App {

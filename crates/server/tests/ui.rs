@@ -203,6 +203,12 @@ async fn the_repository_list_pages_sorts_and_bounds_what_clients_ask() {
     assert_eq!(row["tags"], 1);
     assert!(row["last_push"].as_str().unwrap().ends_with('Z'));
     assert!(row["size"].as_u64().unwrap() > 1000);
+    // A push through this server refreshes the remembered row at once.
+    s.login(Some("admin:admin-pw"));
+    s.push_image("team3/svc", "v2", 99, 1).await;
+    s.login(None);
+    let (_, v) = json(&s, "/ui/api/repositories?q=team3").await;
+    assert_eq!(v["repositories"][0]["tags"], 2);
     // Bounds: page size and search length are capped.
     let (_, v) = json(&s, "/ui/api/repositories?n=1000000").await;
     assert_eq!(v["per_page"], 200);

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Repositories per page: default and the most a client may ask for.
 pub const REPOS_PER_PAGE: usize = 50;
@@ -47,13 +47,26 @@ pub struct Facts {
     pub blobs: Vec<(Digest, u64)>,
 }
 
-/// The manifest facts cache, shared by every request.
+/// What the interface remembers between requests: manifest facts by
+/// digest (never stale: content under a digest never changes) and
+/// repository summaries for the list (kept [`SUMMARY_TTL`] at most, and
+/// forgotten when this server takes a push or delete in the repository).
 #[derive(Default)]
-pub struct FactsCache(Mutex<HashMap<Digest, Arc<Facts>>>);
+pub struct UiCache {
+    facts: Mutex<HashMap<Digest, Arc<Facts>>>,
+    summaries: Mutex<HashMap<String, (Instant, RepoSummary)>>,
+}
 
-impl FactsCache {
+/// How long a repository's row in the list may be reused. A summary reads
+/// every tag of the repository (one tag file and one time each), so a list
+/// showing repositories of thousands of tags would otherwise take seconds;
+/// pushes and deletes through this server refresh it at once, others
+/// (retention, another replica) within this time.
+pub const SUMMARY_TTL: Duration = Duration::from_secs(30);
+
+impl UiCache {
     fn get(&self, d: &Digest) -> Option<Arc<Facts>> {
-        self.0
+        self.facts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(d)
@@ -61,11 +74,34 @@ impl FactsCache {
     }
 
     fn put(&self, d: Digest, f: Arc<Facts>) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.facts.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= CACHE_ENTRIES {
             m.clear();
         }
         m.insert(d, f);
+    }
+
+    fn summary(&self, repo: &str) -> Option<RepoSummary> {
+        let m = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(repo)
+            .filter(|(at, _)| at.elapsed() < SUMMARY_TTL)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn keep_summary(&self, s: &RepoSummary) {
+        let mut m = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= CACHE_ENTRIES {
+            m.clear();
+        }
+        m.insert(s.name.clone(), (Instant::now(), s.clone()));
+    }
+
+    /// Forgets a repository's summary: its tags changed.
+    pub fn forget_repo(&self, repo: &str) {
+        self.summaries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(repo);
     }
 }
 
@@ -101,7 +137,7 @@ fn image_facts(m: &manifest::Manifest) -> Facts {
 /// The facts of a manifest of `repo`, from the cache or read now.
 pub async fn facts(
     reg: &Registry,
-    cache: &FactsCache,
+    cache: &UiCache,
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<Arc<Facts>, CoreError> {
@@ -175,7 +211,7 @@ pub fn bounded(s: &str) -> String {
 /// the order asked, a page after `after`.
 pub async fn repo_list(
     reg: &Registry,
-    cache: &FactsCache,
+    cache: &UiCache,
     query: &str,
     descending: bool,
     after: Option<&str>,
@@ -205,8 +241,17 @@ pub async fn repo_list(
     })
 }
 
-/// A repository's row; `None` when it vanished meanwhile.
-async fn summary(reg: &Registry, cache: &FactsCache, name: &str) -> Option<RepoSummary> {
+/// A repository's row, remembered for a while; `None` when it vanished.
+async fn summary(reg: &Registry, cache: &UiCache, name: &str) -> Option<RepoSummary> {
+    if let Some(s) = cache.summary(name) {
+        return Some(s);
+    }
+    let s = summarize(reg, cache, name).await?;
+    cache.keep_summary(&s);
+    Some(s)
+}
+
+async fn summarize(reg: &Registry, cache: &UiCache, name: &str) -> Option<RepoSummary> {
     let repo = RepoName::parse(name)?;
     let tags = reg.tag_names(&repo).await.ok()?;
     let mut last: Option<SystemTime> = None;
@@ -282,7 +327,7 @@ pub struct TagQuery<'a> {
 /// A page of a repository's tags containing the filter, after the cursor.
 pub async fn repo_page(
     reg: &Registry,
-    cache: &FactsCache,
+    cache: &UiCache,
     repo: &RepoName,
     host: &str,
     q: TagQuery<'_>,
@@ -328,7 +373,7 @@ pub async fn repo_page(
 
 async fn tag_row(
     reg: &Registry,
-    cache: &FactsCache,
+    cache: &UiCache,
     repo: &RepoName,
     t: &str,
     pulls: &HashMap<Digest, SystemTime>,

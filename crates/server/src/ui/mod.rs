@@ -26,7 +26,7 @@ pub mod image;
 mod pages;
 
 pub use assets::{script, style};
-pub use data::FactsCache;
+pub use data::UiCache;
 
 use crate::app::App;
 use crate::auth::Auth;

@@ -5,7 +5,7 @@
 // photographed in the light and the dark theme.
 // Usage: node ui.mjs BERTH_URL USER PASSWORD SCREENSHOT_DIR
 // Prints one JSON line with what it saw; the Rust test judges it.
-import { chromium } from 'playwright-core';
+import { launch, offlinePage, login } from './drive.mjs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
@@ -16,11 +16,7 @@ const [berth, user, password, shots] = process.argv.slice(2);
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 const out = { violations: [], shots: [], pages: {} };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 
 // axe on the page as it is now, then a screenshot per theme.
 async function check(page, name) {
@@ -44,14 +40,8 @@ async function check(page, name) {
 const rowNames = (page) => page.$$eval('#results tbody th', (ths) => ths.map((t) => t.textContent.trim()));
 
 try {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  const { context, page } = await offlinePage(browser, { viewport: { width: 1100, height: 800 } });
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: berth });
-  await context.route('**/*', (route) => {
-    const host = new URL(route.request().url()).hostname;
-    return host === '127.0.0.1' ? route.continue() : route.abort();
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(20000);
   page.on('pageerror', (e) => { out.script_errors = (out.script_errors ?? []).concat(String(e)); });
 
   // Anonymous: public repositories only.
@@ -100,13 +90,7 @@ try {
   out.private_anonymous_status = hidden.status();
 
   // Log in through the provider's page.
-  await page.goto(`${berth}/`);
-  await page.click('a.login');
-  await page.fill('#login', user);
-  await page.fill('#password', password);
-  await page.click('#submit');
-  await page.waitForSelector('#whoami');
-  out.who = (await page.textContent('#whoami')).trim();
+  out.who = await login(page, berth, user, password);
   out.member_repos = await rowNames(page);
   await check(page, 'repositories-signed-in');
 
