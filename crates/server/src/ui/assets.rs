@@ -17,7 +17,7 @@ a:focus-visible,button:focus-visible,input:focus-visible,select:focus-visible,su
 header.top{display:flex;flex-wrap:wrap;gap:.5rem 1.5rem;align-items:center;justify-content:space-between;padding:.6rem 1rem;border-bottom:1px solid var(--line);background:var(--card)}
 header.top nav{display:flex;gap:1rem;align-items:baseline;flex-wrap:wrap}
 header.top nav a{text-decoration:none;font-weight:500}
-.brand{font-weight:700;font-size:1.2rem;color:var(--fg)!important}
+header.top nav a.brand{font-weight:700;font-size:1.2rem;color:var(--fg)}
 .who{display:flex;gap:.5rem 1rem;flex-wrap:wrap;align-items:center}
 main{max-width:72rem;margin:0 auto;padding:1rem}
 main:focus{outline:none}
