@@ -560,6 +560,11 @@ fn a_person_browses_searches_compares_and_deletes_in_the_web_interface() {
     );
     assert_eq!(v["image_has_history"], true);
     assert_eq!(v["private_anonymous_status"], 404);
+    assert_eq!(v["first_tab"], "Skip to content");
+    assert_eq!(v["after_skip"], "main");
+    assert_eq!(list("nojs_search"), ["public/web"]);
+    assert_eq!(v["nojs_image"], true);
+    assert_eq!(v["nojs_copy_hidden"], true);
     assert!(v["who"].as_str().unwrap().contains("alice"));
     assert_eq!(
         list("member_repos"),

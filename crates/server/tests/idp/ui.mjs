@@ -85,6 +85,26 @@ try {
   out.image_has_history = (await page.textContent('main')).includes('ENTRYPOINT');
   await check(page, 'image');
 
+  // The keyboard: the first Tab reaches the skip link, which moves focus to
+  // the content.
+  await page.keyboard.press('Tab');
+  out.first_tab = await page.evaluate(() => document.activeElement.textContent);
+  await page.keyboard.press('Enter');
+  out.after_skip = await page.evaluate(() => document.activeElement.id);
+
+  // With JavaScript off, browsing still works: a GET form and links.
+  const nojs = await offlinePage(browser, { javaScriptEnabled: false });
+  await nojs.page.goto(`${berth}/`);
+  await nojs.page.fill('#q', 'web');
+  await nojs.page.click('form.bar button[type=submit]');
+  await nojs.page.waitForURL(/q=web/);
+  out.nojs_search = await rowNames(nojs.page);
+  await nojs.page.click('#results a[href="/ui/r/public/web"]');
+  await nojs.page.click('a[href="/ui/r/public/web/-/image/1.1"]');
+  out.nojs_image = (await nojs.page.textContent('main')).includes('Layers');
+  out.nojs_copy_hidden = await nojs.page.locator('button.copy').first().isHidden();
+  await nojs.context.close();
+
   // A private repository is not there, even by address.
   const hidden = await page.goto(`${berth}/ui/r/private/secret`);
   out.private_anonymous_status = hidden.status();
