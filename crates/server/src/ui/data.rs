@@ -432,3 +432,29 @@ pub fn short_digest(d: &str) -> String {
         None => d.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_digests_and_bounds_read_well() {
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(1_500), "1.5 kB");
+        assert_eq!(human_size(2_000_000_000), "2.0 GB");
+        assert_eq!(
+            short_digest("sha256:0123456789abcdef"),
+            "sha256:0123456789ab"
+        );
+        assert_eq!(short_digest("sha256:01"), "sha256:01");
+        assert_eq!(bounded(&"é".repeat(500)).chars().count(), MAX_QUERY);
+        assert_eq!(
+            platform_of(Some(
+                &serde_json::json!({"os":"linux","architecture":"arm","variant":"v7"})
+            ))
+            .as_deref(),
+            Some("linux/arm/v7")
+        );
+        assert_eq!(platform_of(Some(&serde_json::json!({"os":"linux"}))), None);
+    }
+}

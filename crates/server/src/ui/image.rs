@@ -515,3 +515,38 @@ pub async fn compare(
         config,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_differ_field_by_field() {
+        let a = parse_config(&serde_json::json!({"os":"linux","architecture":"amd64",
+            "config":{"Env":["A=1","GONE=x"],"Cmd":"sh","Labels":{"l":"1"}}}));
+        let b = parse_config(
+            &serde_json::json!({"os":"linux","architecture":"arm64","variant":"v8",
+            "config":{"Env":["A=1","NEW=y"],"Cmd":["sh"],"Labels":{"l":"2"}}}),
+        );
+        assert_eq!(a.cmd, ["sh"]);
+        let d: Vec<(String, String, String)> = config_diff(&a, &b)
+            .into_iter()
+            .map(|f| (f.field, f.a, f.b))
+            .collect();
+        let s = |x: &str| x.to_owned();
+        assert_eq!(
+            d,
+            [
+                (s("architecture"), s("amd64"), s("arm64/v8")),
+                (s("env GONE"), s("x"), s("")),
+                (s("env NEW"), s(""), s("y")),
+                (s("label l"), s("1"), s("2")),
+            ]
+        );
+        assert_eq!(
+            artifact_label("application/vnd.cncf.notary.signature"),
+            "Notation signature"
+        );
+        assert_eq!(artifact_label("application/x-unknown"), "artifact");
+    }
+}

@@ -384,3 +384,31 @@ async fn repository_view(app: App, req: Request, json: bool) -> Response {
         Err(e) => failed(e, json),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_a_repository_and_a_view() {
+        let name = |p: &str| parse_target(p).map(|(r, _)| r.to_string());
+        assert_eq!(name("a/b/c").as_deref(), Some("a/b/c"));
+        assert_eq!(name("a/b/").as_deref(), Some("a/b"));
+        assert!(matches!(
+            parse_target("a/b/-/compare"),
+            Some((_, Target::Compare))
+        ));
+        match parse_target("a/b/-/image/sha256:00") {
+            Some((r, Target::Image(x))) => {
+                assert_eq!((r.as_str(), x.as_str()), ("a/b", "sha256:00"))
+            }
+            _ => panic!("image"),
+        }
+        // `/-/` always starts a view (`-` alone is never a name
+        // component); unknown views are absent.
+        assert!(parse_target("a/-/b").is_none());
+        assert!(parse_target("a/b/-/other").is_none());
+        assert!(parse_target("A/b").is_none());
+        assert!(parse_target("").is_none());
+    }
+}
