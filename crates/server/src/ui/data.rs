@@ -8,6 +8,7 @@ use berth_core::{CoreError, Registry};
 use berth_oci::manifest::{self, Kind};
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use futures_util::future::join_all;
+use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -251,20 +252,32 @@ async fn summary(reg: &Registry, cache: &UiCache, name: &str) -> Option<RepoSumm
     Some(s)
 }
 
+/// Tags of one repository read at once while summarizing it.
+const TAG_READS_IN_FLIGHT: usize = 16;
+
 async fn summarize(reg: &Registry, cache: &UiCache, name: &str) -> Option<RepoSummary> {
     let repo = RepoName::parse(name)?;
     let tags = reg.tag_names(&repo).await.ok()?;
+    // Each tag is two small reads (its target, its time): overlapped, so
+    // a repository of thousands of tags is not read one file at a time.
+    let parsed: Vec<Tag> = tags.iter().filter_map(|t| Tag::parse(t)).collect();
+    let repo_ref = &repo;
+    let read: Vec<(Digest, Option<SystemTime>)> = futures_util::stream::iter(parsed)
+        .map(move |tag: Tag| async move {
+            let (target, pushed) = tokio::join!(
+                reg.tag_target(repo_ref, &tag),
+                reg.tag_pushed(repo_ref, &tag)
+            );
+            Some((target.ok()??, pushed.ok()?))
+        })
+        .buffered(TAG_READS_IN_FLIGHT)
+        .filter_map(std::future::ready)
+        .collect()
+        .await;
     let mut last: Option<SystemTime> = None;
     let mut seen = HashSet::new();
     let mut size = 0;
-    for t in &tags {
-        let Some(tag) = Tag::parse(t) else { continue };
-        let (Ok(Some(d)), Ok(pushed)) = (
-            reg.tag_target(&repo, &tag).await,
-            reg.tag_pushed(&repo, &tag).await,
-        ) else {
-            continue;
-        };
+    for (d, pushed) in read {
         last = last.max(pushed);
         if let Ok(f) = facts(reg, cache, &repo, &d).await {
             for (b, s) in &f.blobs {
