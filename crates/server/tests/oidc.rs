@@ -573,6 +573,11 @@ fn a_person_browses_searches_compares_and_deletes_in_the_web_interface() {
     assert!(v["confirm_text"].as_str().unwrap().contains("old"));
     assert_eq!(list("tags_after_cancel"), ["keep", "old"]);
     assert_eq!(list("tags_after_delete"), ["keep"]);
+    assert_eq!(v["manifest_delete_error"], "", "{v}");
+    assert!(
+        ["/", "/ui/r/private/secret"].contains(&v["after_manifest_delete"].as_str().unwrap()),
+        "{v}"
+    );
     assert!(v["key"].as_str().unwrap().starts_with("zak_"));
     assert_eq!(v["keys_after_revoke"], 0);
     assert_eq!(list("after_logout_repos"), ["public/tools", "public/web"]);
@@ -582,9 +587,11 @@ fn a_person_browses_searches_compares_and_deletes_in_the_web_interface() {
     for f in taken {
         assert!(std::fs::metadata(f.as_str().unwrap()).unwrap().len() > 1000);
     }
-    // The delete went through the API: the tag is gone for everyone.
+    // The deletes went through the API: the tags are gone for everyone.
     s.login(Some("admin:admin-pw"));
-    let r = rt.block_on(s.get("/v2/private/secret/manifests/old"));
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    for tag in ["old", "keep"] {
+        let r = rt.block_on(s.get(&format!("/v2/private/secret/manifests/{tag}")));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
     drop(idp);
 }

@@ -110,18 +110,24 @@ function wireDelete(root) {
 async function doDelete(byDigest) {
   if (!pending) return;
   const ref = byDigest ? pending.digest : pending.tag;
-  const path = '/v2/' + pending.repo + '/manifests/' + encodeURIComponent(ref);
+  // Tags and digests need no escaping in a path (and /v2 takes them as is).
+  const path = '/v2/' + pending.repo + '/manifests/' + ref;
   const r = await fetch(path, {method: 'DELETE', headers: H, credentials: 'same-origin'});
-  if (r.ok) { $('#confirm').close(); say('Deleted'); await refresh(location.href); }
+  if (r.ok) {
+    $('#confirm').close(); say('Deleted');
+    // The repository may be gone with its last manifest: back to the list.
+    if (!(await refresh(location.href))) location.href = '/';
+  }
   else { $('#confirm-error').textContent = 'Could not delete: ' + r.status + ' ' + (await r.text()).slice(0, 200); }
 }
 
 async function refresh(url) {
   const r = await fetch(url, {credentials: 'same-origin'});
-  if (!r.ok) return;
+  if (!r.ok) return false;
   const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
   const fresh = doc.getElementById('results'), old = $('#results');
   if (fresh && old) { old.replaceWith(fresh); wire(fresh); }
+  return true;
 }
 
 function wireLive() {

@@ -128,6 +128,16 @@ try {
   await page.click('#delete-tag');
   await page.waitForFunction(() => ![...document.querySelectorAll('#results tbody th')].some((t) => t.textContent.trim() === 'old'));
   out.tags_after_delete = await rowNames(page);
+  // The manifest, with every tag on it.
+  await page.click('button.delete[data-tag="keep"]');
+  await page.click('#delete-manifest');
+  // Its last manifest gone, the repository may be gone too: then the
+  // script goes back to the list.
+  await page.waitForFunction(() => location.pathname === '/'
+    || document.querySelectorAll('#results tbody th').length === 0
+    || document.getElementById('confirm-error').textContent !== '');
+  out.manifest_delete_error = page.url().endsWith('/') ? '' : (await page.textContent('#confirm-error'));
+  out.after_manifest_delete = new URL(page.url()).pathname;
 
   // Account: API key create and revoke.
   await page.goto(`${berth}/ui/account`);
