@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite drives: real OCI clients (skopeo, podman),
 # Chromium, Prometheus and CNCF distribution (a pull-through upstream) from Debian, the oras SDK from PyPI, and from npm a real OpenID
-# provider (oidc-provider) and the browser driver (playwright-core, which
-# uses Debian's Chromium and downloads nothing). Idempotent; quick when all
+# provider (oidc-provider), the browser driver (playwright-core, which
+# uses Debian's Chromium and downloads nothing) and axe-core (accessibility
+# checks run inside that browser). Idempotent; quick when all
 # is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ if ! python3 -c 'import oras' >/dev/null 2>&1; then
 fi
 
 fixtures=crates/server/tests/idp
-if [ ! -d "$fixtures/node_modules/oidc-provider" ] || [ ! -d "$fixtures/node_modules/playwright-core" ]; then
+if [ ! -d "$fixtures/node_modules/oidc-provider" ] || [ ! -d "$fixtures/node_modules/playwright-core" ] \
+   || [ ! -d "$fixtures/node_modules/axe-core" ]; then
   (cd "$fixtures" && npm ci --no-audit --no-fund --loglevel=error)
 fi

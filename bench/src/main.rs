@@ -46,6 +46,9 @@ enum Cmd {
         base: String,
         #[arg(long, default_value_t = 1000)]
         repos: usize,
+        /// Pushes in flight at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
     },
     /// Sequential GETs of one URL: latency percentiles.
     Latency {
@@ -245,9 +248,27 @@ async fn main() -> Result<(), Error> {
             }
             println!("{}", serde_json::json!({"tags": tags}));
         }
-        Cmd::SeedRepos { base, repos } => {
-            for i in 0..repos {
-                push_image(&c, &base, &format!("seed/r{i:04}"), "latest", i).await?;
+        Cmd::SeedRepos {
+            base,
+            repos,
+            concurrency,
+        } => {
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..concurrency.max(1) {
+                let (c, base, next) = (c.clone(), base.clone(), next.clone());
+                workers.spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= repos {
+                            return Ok::<_, Error>(());
+                        }
+                        push_image(&c, &base, &format!("seed/r{i:05}"), "latest", i).await?;
+                    }
+                });
+            }
+            while let Some(done) = workers.join_next().await {
+                done??;
             }
             println!("{}", serde_json::json!({"repos": repos}));
         }

@@ -28,6 +28,7 @@
 
 pub mod accounts;
 pub mod blobs;
+pub mod browse;
 pub mod gc;
 pub mod keys;
 pub mod lease;

@@ -16,7 +16,7 @@ use std::sync::RwLock;
 /// The repository names known to this process.
 #[derive(Default)]
 pub struct CatalogIndex {
-    names: RwLock<BTreeSet<String>>,
+    pub(crate) names: RwLock<BTreeSet<String>>,
     loaded: tokio::sync::OnceCell<()>,
 }
 

@@ -248,22 +248,13 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<StoredManifest> {
-        let (digest, media_type) = self.resolve_manifest(repo, reference).await?;
-        let body = self
-            .store
-            .get(&keys::blob(&digest))
-            .await?
-            .ok_or(CoreError::ManifestUnknown)?;
-        if Digest::of(digest.algorithm(), &body) != digest {
-            tracing::error!(%digest, %repo, "stored manifest does not match its digest");
-            return Err(CoreError::Corrupt(digest));
-        }
-        self.note_pull(repo, &digest);
-        Ok(StoredManifest {
-            digest,
-            media_type,
-            body,
-        })
+        let m = self.peek_manifest(repo, reference).await.inspect_err(|e| {
+            if let CoreError::Corrupt(digest) = e {
+                tracing::error!(%digest, %repo, "stored manifest does not match its digest");
+            }
+        })?;
+        self.note_pull(repo, &m.digest);
+        Ok(m)
     }
 
     /// Size of a manifest, for HEAD.

@@ -30,6 +30,8 @@ pub struct App {
     pub audit: Option<Arc<crate::audit::Audit>>,
     /// Cleared when shutdown begins, so load balancers stop sending traffic.
     pub ready: Arc<AtomicBool>,
+    /// What the web interface learned from manifests, by digest.
+    pub ui_cache: Arc<crate::ui::UiCache>,
 }
 
 impl App {
@@ -41,6 +43,7 @@ impl App {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             audit: None,
             ready: Arc::new(AtomicBool::new(true)),
+            ui_cache: Arc::default(),
         }
     }
 
@@ -105,6 +108,12 @@ pub fn router(app: App) -> Router {
         )
         .route("/", get(crate::ui::index))
         .route("/ui/app.js", get(crate::ui::script))
+        .route("/ui/style.css", get(crate::ui::style))
+        .route("/ui/account", get(crate::ui::account))
+        .route("/ui/api/account", get(crate::ui::account_json))
+        .route("/ui/api/repositories", get(crate::ui::repositories_json))
+        .route("/ui/r/{*rest}", get(crate::ui::repository))
+        .route("/ui/api/r/{*rest}", get(crate::ui::repository_json))
         .route("/zot/auth/login", get(crate::oidc::login))
         .route("/zot/auth/callback/{provider}", get(crate::oidc::callback))
         .route("/zot/auth/logout", axum::routing::post(crate::oidc::logout))

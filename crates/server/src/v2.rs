@@ -57,6 +57,13 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
             .flatten();
             let download = matches!(ep, Endpoint::GetManifest { head: false, .. });
             let upload = matches!(ep, Endpoint::PutManifest { .. });
+            // A changed tag list makes the web interface's row stale.
+            let retagged = matches!(
+                ep,
+                Endpoint::PutManifest { .. } | Endpoint::DeleteManifest { .. }
+            )
+            .then(|| ep.repo().map(|r| r.to_string()))
+            .flatten();
             let auth = crate::app::in_force(&parts.extensions, &app);
             let (resp, who) = match app
                 .authorize(&auth, &ep, &query, &parts.method, &parts.headers)
@@ -71,6 +78,9 @@ pub async fn dispatch(State(app): State<App>, req: Request) -> Response {
                     )
                 }
             };
+            if let (true, Some(repo)) = (resp.status().is_success(), retagged) {
+                app.ui_cache.forget_repo(&repo);
+            }
             if resp.status().is_success() {
                 if let Some(repo) = ep_repo {
                     app.metrics.observe_repo(

@@ -16,14 +16,6 @@ const USERS: [(&str, &str); 4] = [
     ("bob", "bob-pw"),
 ];
 
-fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
-    let lines: Vec<String> = users
-        .iter()
-        .map(|(u, p)| format!("{u}:{}", bcrypt::hash(p, 4).unwrap()))
-        .collect();
-    std::fs::write(path, lines.join("\n") + "\n").unwrap();
-}
-
 /// The seed deployment's policy, plus a private corner for alice.
 fn seed_config(htpasswd: &Path) -> String {
     format!(

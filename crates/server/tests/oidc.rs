@@ -250,7 +250,7 @@ async fn login_sessions_keys_and_logout() {
 
     let page = reqwest::get(format!("{base}/")).await.unwrap();
     let csp = header(&page, "content-security-policy");
-    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(page
         .text()
         .await
@@ -280,7 +280,12 @@ async fn login_sessions_keys_and_logout() {
         "the cookie value is encrypted"
     );
 
-    let home = a.get(&format!("{base}/")).await.text().await.unwrap();
+    let home = a
+        .get(&format!("{base}/ui/account"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(
         home.contains("Signed in as <b>alice</b>") && home.contains("artifact-workloads"),
         "{home}"
@@ -445,5 +450,148 @@ fn a_person_logs_in_with_a_browser_and_mints_a_key() {
             .status(),
         StatusCode::CREATED
     );
+    drop(idp);
+}
+
+/// Berth for the web interface tests: the seed policy, a `private/**`
+/// corner that the group `artifact-workloads` (alice) may read and delete
+/// in, and an htpasswd admin who pushes the content.
+fn berth_ui(port: u16, idp: &Idp, htpasswd: &std::path::Path) -> Server {
+    Server::start_with(&format!(
+        r#","http":{{"address":"127.0.0.1","port":"{port}","realm":"berth-test","externalUrl":"http://127.0.0.1:{port}",
+        "auth":{{"apikey":true,"htpasswd":{{"path":{ht:?}}},"openid":{{"providers":{{"oidc":{{"name":"Example SSO","issuer":{issuer:?},
+          "clientid":"berth","clientsecret":"berth-test-secret","scopes":["openid","profile","email","groups"],
+          "claimMapping":{{"username":"preferred_username","groups":"groups"}}}}}}}}}},
+        "accessControl":{{"groups":{{"admins":{{"users":["admin"]}}}},
+          "repositories":{{"**":{{"anonymousPolicy":["read"],"defaultPolicy":["read"]}},
+            "private/**":{{"policies":[{{"groups":["artifact-workloads"],"actions":["read","delete"]}}]}}}},
+          "adminPolicy":{{"groups":["admins"],"actions":["read","create","update","delete"]}}}}}}"#,
+        ht = htpasswd.display().to_string(),
+        issuer = idp.issuer
+    ))
+}
+
+/// The web interface in a real Chromium, with axe-core on every page and
+/// screenshots of every page in both themes (under the target directory's
+/// `tmp/ui-screenshots`, or `BERTH_SCREENSHOTS`).
+#[test]
+fn a_person_browses_searches_compares_and_deletes_in_the_web_interface() {
+    let port = free_port();
+    let idp = Idp::start(&format!("http://127.0.0.1:{port}/zot/auth/callback/oidc"));
+    let dir = tempfile::tempdir().unwrap();
+    let ht = dir.path().join("htpasswd");
+    write_htpasswd(&ht, &[("admin", "admin-pw")]);
+    let s = berth_ui(port, &idp, &ht);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    s.login(Some("admin:admin-pw"));
+    rt.block_on(async {
+        let base = bytes(7, 30_000);
+        let config = |v: &str, user: &str| {
+            format!(
+                r#"{{"architecture":"amd64","os":"linux","created":"2026-11-0{v}T10:00:00Z",
+                "config":{{"Entrypoint":["/usr/bin/web"],"Cmd":["--port","8080"],"User":"{user}","WorkingDir":"/srv",
+                  "ExposedPorts":{{"8080/tcp":{{}}}},"Env":["PATH=/usr/bin","VERSION=1.{v}"],
+                  "Labels":{{"org.opencontainers.image.source":"https://example.test/web","hostile":"<script>alert(1)</script>"}}}},
+                "history":[{{"created_by":"ADD base.tar /"}},{{"created_by":"COPY web /usr/bin/web"}},{{"created_by":"ENTRYPOINT [\"/usr/bin/web\"]","empty_layer":true}}]}}"#
+            )
+            .into_bytes()
+        };
+        s.push_image_of("public/web", "1.0", &config("1", "root"), &[base.clone(), bytes(8, 12_000)])
+            .await;
+        s.push_image_of("public/web", "1.1", &config("2", "web"), &[base.clone(), bytes(9, 15_000)])
+            .await;
+        s.push_image("public/tools", "latest", 3, 2).await;
+        s.push_image("private/secret", "old", 4, 1).await;
+        s.push_image("private/secret", "keep", 5, 1).await;
+    });
+    s.login(None);
+    let shots = std::env::var("BERTH_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new("timeout")
+        .args(["240", "node", "ui.mjs"])
+        .arg(&s.base)
+        .args(["alice", "alice-pw"])
+        .arg(&shots)
+        .current_dir(fixtures())
+        .output()
+        .expect("node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim().lines().last().unwrap()).unwrap();
+    assert!(v["error"].is_null(), "{v:#}");
+    assert!(v["script_errors"].is_null(), "{v:#}");
+    assert_eq!(v["violations"], serde_json::json!([]), "axe: {v:#}");
+    let list = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap_or_else(|| panic!("{k}: {v:#}"))
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(list("anonymous_repos"), ["public/tools", "public/web"]);
+    assert_eq!(list("search_web"), ["public/web"]);
+    assert!(
+        v["search_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/?q=web&sort=name"),
+        "{v}"
+    );
+    assert!(v["search_none"]
+        .as_str()
+        .unwrap()
+        .starts_with("No repositories"));
+    assert_eq!(list("filtered_tags"), ["1.1"]);
+    assert_eq!(v["copied"], v["pull_docker"]);
+    assert_eq!(
+        v["pull_docker"],
+        format!("docker pull 127.0.0.1:{port}/public/web:1.1")
+    );
+    assert_eq!(list("compare_changes"), ["shared", "removed", "added"]);
+    assert!(
+        v["compare_delta"].as_str().unwrap().contains("+3.0 kB"),
+        "{v}"
+    );
+    assert_eq!(v["image_has_history"], true);
+    assert_eq!(v["private_anonymous_status"], 404);
+    assert_eq!(v["first_tab"], "Skip to content");
+    assert_eq!(v["after_skip"], "main");
+    assert_eq!(list("nojs_search"), ["public/web"]);
+    assert_eq!(v["nojs_image"], true);
+    assert_eq!(v["nojs_copy_hidden"], true);
+    assert!(v["who"].as_str().unwrap().contains("alice"));
+    assert_eq!(
+        list("member_repos"),
+        ["private/secret", "public/tools", "public/web"]
+    );
+    assert!(v["confirm_text"].as_str().unwrap().contains("old"));
+    assert_eq!(list("tags_after_cancel"), ["keep", "old"]);
+    assert_eq!(list("tags_after_delete"), ["keep"]);
+    assert_eq!(v["manifest_delete_error"], "", "{v}");
+    assert!(
+        ["/", "/ui/r/private/secret"].contains(&v["after_manifest_delete"].as_str().unwrap()),
+        "{v}"
+    );
+    assert!(v["key"].as_str().unwrap().starts_with("zak_"));
+    assert_eq!(v["keys_after_revoke"], 0);
+    assert_eq!(list("after_logout_repos"), ["public/tools", "public/web"]);
+    // Every page in both themes.
+    let taken = v["shots"].as_array().unwrap();
+    assert_eq!(taken.len(), 18, "{v}");
+    for f in taken {
+        assert!(std::fs::metadata(f.as_str().unwrap()).unwrap().len() > 1000);
+    }
+    // The deletes went through the API: the tags are gone for everyone.
+    s.login(Some("admin:admin-pw"));
+    for tag in ["old", "keep"] {
+        let r = rt.block_on(s.get(&format!("/v2/private/secret/manifests/{tag}")));
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
     drop(idp);
 }

@@ -384,11 +384,25 @@ impl Server {
     ) -> (Vec<u8>, String) {
         let config =
             format!(r#"{{"architecture":"amd64","os":"linux","seed":{seed}}}"#).into_bytes();
-        let config_digest = self.push_blob(repo, &config).await;
+        let layers: Vec<Vec<u8>> = (0..layers)
+            .map(|i| bytes(seed * 100 + i as u64, 1000 + i * 10))
+            .collect();
+        self.push_image_of(repo, tag, &config, &layers).await
+    }
+
+    /// Pushes an image with this configuration and these layers and tags
+    /// it; returns the manifest bytes and digest.
+    pub async fn push_image_of(
+        &self,
+        repo: &str,
+        tag: &str,
+        config: &[u8],
+        layers: &[Vec<u8>],
+    ) -> (Vec<u8>, String) {
+        let config_digest = self.push_blob(repo, config).await;
         let mut descs = Vec::new();
-        for i in 0..layers {
-            let data = bytes(seed * 100 + i as u64, 1000 + i * 10);
-            let d = self.push_blob(repo, &data).await;
+        for data in layers {
+            let d = self.push_blob(repo, data).await;
             descs.push(format!(
                 r#"{{"mediaType":"{OCI_LAYER}","digest":"{d}","size":{}}}"#,
                 data.len()
@@ -410,6 +424,15 @@ impl Server {
         let digest = sha256(&manifest);
         (manifest, digest)
     }
+}
+
+/// Writes an htpasswd file (bcrypt, cost 4) for these users.
+pub fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
+    let lines: Vec<String> = users
+        .iter()
+        .map(|(u, p)| format!("{u}:{}", bcrypt::hash(p, 4).unwrap()))
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 
 impl Drop for Server {

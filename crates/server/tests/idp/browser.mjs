@@ -2,30 +2,14 @@
 // login form, creates an API key, takes a screenshot, and logs out.
 // Usage: node browser.mjs BERTH_URL USER PASSWORD KEY_LABEL SCREENSHOT.png
 // Prints one JSON line: {"who": ..., "key": ..., "rows": ..., "after_logout": ...}.
-import { chromium } from 'playwright-core';
+import { launch, offlinePage, login } from './drive.mjs';
 
 const [berth, user, password, label, shot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
-  const context = await browser.newContext();
-  // Nothing leaves the machine.
-  await context.route('**/*', (route) => {
-    const host = new URL(route.request().url()).hostname;
-    return host === '127.0.0.1' ? route.continue() : route.abort();
-  });
-  const page = await context.newPage();
-  page.setDefaultTimeout(20000);
-  await page.goto(`${berth}/`);
-  await page.click('a.login');
-  await page.fill('#login', user);
-  await page.fill('#password', password);
-  await page.click('#submit');
-  await page.waitForSelector('#whoami');
-  const who = (await page.textContent('#whoami')).trim();
+  const { page } = await offlinePage(browser);
+  const who = await login(page, berth, user, password);
+  await page.goto(`${berth}/ui/account`);
   await page.fill('input[name=label]', label);
   await page.click('#create button');
   await page.waitForSelector('#secret');
