@@ -23,8 +23,8 @@ c0=$(cpu_ticks "$PID")
 secs=$(push bench/second | sed 's/.*"seconds":\([0-9.e-]*\).*/\1/')
 cpu=$(echo "scale=2; ($(cpu_ticks "$PID") - c0) / $TICK" | bc)
 sleep 0.3; kill -INT "$REC"; wait "$REC" || true
-{
-  echo "# $KIND ${SIZE_MIB} MiB push, $WRITER client, chunk ${CHUNK}: ${secs} s, server CPU ${cpu} s ($(date -u +%Y-%m-%d), $("$BERTH" --version 2>/dev/null | head -1))"
+{ set +o pipefail
+  echo "# $KIND ${SIZE_MIB} MiB push, $WRITER client, chunk ${CHUNK}: ${secs} s, server CPU ${cpu} s while profiled ($(date -u +%Y-%m-%d), $("$BERTH" --version 2>/dev/null | head -1))"
   echo "## Symbols (self time)"
   perf report -i "$W/perf.data" --no-children --sort sym --stdio 2> /dev/null | grep -E '^ +[0-9]' | head -40
   echo "## Call graphs of the top symbols"
