@@ -7,7 +7,6 @@
 use berth_core::{CoreError, Registry};
 use berth_oci::manifest::{self, Kind};
 use berth_oci::{Digest, Reference, RepoName, Tag};
-use futures_util::future::join_all;
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -22,8 +21,20 @@ pub const TAGS_PER_PAGE: usize = 100;
 pub const MAX_TAGS_PER_PAGE: usize = 500;
 /// Search strings and filters are cut to this many characters.
 pub const MAX_QUERY: usize = 128;
-/// Entries kept in the manifest facts cache before it is emptied.
+/// Entries kept in each cache before it is emptied.
 const CACHE_ENTRIES: usize = 100_000;
+/// Approximate bytes of manifest facts kept before the cache is emptied.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Children of an index read for its size and platforms: a 4 MiB index
+/// can name one child tens of thousands of times.
+const MAX_CHILDREN: usize = 256;
+/// Rows of a page gathered at once.
+const ROWS_IN_FLIGHT: usize = 16;
+
+/// Adds sizes without overflowing: descriptor sizes are the pusher's word.
+pub fn total(sizes: impl Iterator<Item = u64>) -> u64 {
+    sizes.fold(0, u64::saturating_add)
+}
 
 /// A time as RFC 3339 (UTC, whole seconds).
 pub fn rfc3339(t: SystemTime) -> String {
@@ -54,7 +65,10 @@ pub struct Facts {
 /// forgotten when this server takes a push or delete in the repository).
 #[derive(Default)]
 pub struct UiCache {
-    facts: Mutex<HashMap<Digest, Arc<Facts>>>,
+    /// Image facts by digest (`None`), index facts by repository and digest
+    /// (they count only the children that repository holds); with their
+    /// approximate total size.
+    facts: Mutex<(HashMap<FactsKey, Arc<Facts>>, usize)>,
     summaries: Mutex<HashMap<String, (Instant, RepoSummary)>>,
 }
 
@@ -65,21 +79,39 @@ pub struct UiCache {
 /// (retention, another replica) within this time.
 pub const SUMMARY_TTL: Duration = Duration::from_secs(30);
 
+type FactsKey = (Option<String>, Digest);
+
+impl Facts {
+    /// Roughly what it holds in memory.
+    fn weight(&self) -> usize {
+        128 + self.blobs.len() * 112 + self.platforms.iter().map(|p| p.len() + 24).sum::<usize>()
+    }
+}
+
 impl UiCache {
-    fn get(&self, d: &Digest) -> Option<Arc<Facts>> {
+    fn get(&self, key: &FactsKey) -> Option<Arc<Facts>> {
         self.facts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(d)
+            .0
+            .get(key)
             .cloned()
     }
 
-    fn put(&self, d: Digest, f: Arc<Facts>) {
-        let mut m = self.facts.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= CACHE_ENTRIES {
-            m.clear();
+    fn put(&self, key: FactsKey, f: Arc<Facts>) {
+        let w = f.weight();
+        if w > CACHE_BYTES / 4 {
+            return;
         }
-        m.insert(d, f);
+        let mut g = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        let (m, bytes) = &mut *g;
+        if m.len() >= CACHE_ENTRIES || *bytes + w > CACHE_BYTES {
+            m.clear();
+            *bytes = 0;
+        }
+        if m.insert(key, f).is_none() {
+            *bytes += w;
+        }
     }
 
     fn summary(&self, repo: &str) -> Option<RepoSummary> {
@@ -89,12 +121,14 @@ impl UiCache {
             .map(|(_, s)| s.clone())
     }
 
-    fn keep_summary(&self, s: &RepoSummary) {
+    /// Keeps a row read from `started` on: its age counts from then, so a
+    /// change made while it was read is seen within [`SUMMARY_TTL`].
+    fn keep_summary(&self, s: &RepoSummary, started: Instant) {
         let mut m = self.summaries.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= CACHE_ENTRIES {
             m.clear();
         }
-        m.insert(s.name.clone(), (Instant::now(), s.clone()));
+        m.insert(s.name.clone(), (started, s.clone()));
     }
 
     /// Forgets a repository's summary: its tags changed.
@@ -129,7 +163,7 @@ fn image_facts(m: &manifest::Manifest) -> Facts {
         image: m.kind == Kind::Image,
         media_type: m.media_type.clone(),
         artifact_type: m.artifact_type.clone(),
-        size: blobs.iter().map(|b| b.1).sum(),
+        size: total(blobs.iter().map(|b| b.1)),
         platforms: Vec::new(),
         blobs,
     }
@@ -142,39 +176,71 @@ pub async fn facts(
     repo: &RepoName,
     digest: &Digest,
 ) -> Result<Arc<Facts>, CoreError> {
-    if let Some(f) = cache.get(digest) {
+    let image_key = (None, digest.clone());
+    let index_key = (Some(repo.to_string()), digest.clone());
+    if let Some(f) = cache.get(&image_key).or_else(|| cache.get(&index_key)) {
         return Ok(f);
     }
+    let m = read_manifest(reg, repo, digest).await?;
+    let mut f = image_facts(&m);
+    if m.kind != Kind::Index {
+        let f = Arc::new(f);
+        cache.put(image_key, f.clone());
+        return Ok(f);
+    }
+    let mut blobs_seen = HashSet::new();
+    let mut children_seen = HashSet::new();
+    for child in &m.manifests {
+        if let Some(p) = platform_of(child.platform.as_ref()) {
+            f.platforms.push(p);
+        }
+        if children_seen.len() >= MAX_CHILDREN || !children_seen.insert(child.digest.clone()) {
+            continue;
+        }
+        let Ok(cf) = child_facts(reg, cache, repo, &child.digest).await else {
+            continue;
+        };
+        for (d, s) in &cf.blobs {
+            if blobs_seen.insert(d.clone()) {
+                f.blobs.push((d.clone(), *s));
+            }
+        }
+    }
+    f.platforms.truncate(MAX_CHILDREN);
+    f.size = total(f.blobs.iter().map(|b| b.1));
+    let f = Arc::new(f);
+    cache.put(index_key, f.clone());
+    Ok(f)
+}
+
+async fn read_manifest(
+    reg: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<manifest::Manifest, CoreError> {
     let stored = reg
         .peek_manifest(repo, &Reference::Digest(digest.clone()))
         .await?;
-    let m = manifest::parse(&stored.body, None)
-        .map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
-    let mut f = image_facts(&m);
-    if m.kind == Kind::Index {
-        let mut seen = HashSet::new();
-        for child in &m.manifests {
-            if let Some(p) = platform_of(child.platform.as_ref()) {
-                f.platforms.push(p);
-            }
-            let Ok(c) = reg
-                .peek_manifest(repo, &Reference::Digest(child.digest.clone()))
-                .await
-            else {
-                continue;
-            };
-            if let Ok(cm) = manifest::parse(&c.body, None) {
-                for (d, s) in image_facts(&cm).blobs {
-                    if seen.insert(d.clone()) {
-                        f.blobs.push((d, s));
-                    }
-                }
-            }
-        }
-        f.size = f.blobs.iter().map(|b| b.1).sum();
+    manifest::parse(&stored.body, None).map_err(|e| CoreError::ManifestInvalid(e.to_string()))
+}
+
+/// The facts of an index's child (read as an image: an index nested in an
+/// index adds only its own platforms), cached by digest.
+async fn child_facts(
+    reg: &Registry,
+    cache: &UiCache,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<Arc<Facts>, CoreError> {
+    let key = (None, digest.clone());
+    if let Some(f) = cache.get(&key) {
+        return Ok(f);
     }
-    let f = Arc::new(f);
-    cache.put(digest.clone(), f.clone());
+    let m = read_manifest(reg, repo, digest).await?;
+    let f = Arc::new(image_facts(&m));
+    if m.kind != Kind::Index {
+        cache.put(key, f.clone());
+    }
     Ok(f)
 }
 
@@ -226,7 +292,11 @@ pub async fn repo_list(
     } else {
         reg.catalog(Some(per_page), after, accept).await?
     };
-    let rows = join_all(page.items.iter().map(|n| summary(reg, cache, n))).await;
+    let rows: Vec<Option<RepoSummary>> = futures_util::stream::iter(page.items.clone())
+        .map(|n| async move { summary(reg, cache, &n).await })
+        .buffered(ROWS_IN_FLIGHT)
+        .collect()
+        .await;
     let next = if page.more {
         page.items.last().cloned()
     } else {
@@ -247,8 +317,9 @@ async fn summary(reg: &Registry, cache: &UiCache, name: &str) -> Option<RepoSumm
     if let Some(s) = cache.summary(name) {
         return Some(s);
     }
+    let started = Instant::now();
     let s = summarize(reg, cache, name).await?;
-    cache.keep_summary(&s);
+    cache.keep_summary(&s, started);
     Some(s)
 }
 
@@ -282,7 +353,7 @@ async fn summarize(reg: &Registry, cache: &UiCache, name: &str) -> Option<RepoSu
         if let Ok(f) = facts(reg, cache, &repo, &d).await {
             for (b, s) in &f.blobs {
                 if seen.insert(b.clone()) {
-                    size += s;
+                    size = u64::saturating_add(size, *s);
                 }
             }
         }
@@ -355,7 +426,12 @@ pub async fn repo_page(
     let end = (start + q.per_page).min(matching.len());
     let shown = &matching[start..end];
     let pulls = reg.pull_times(repo).await.unwrap_or_default();
-    let rows = join_all(shown.iter().map(|t| tag_row(reg, cache, repo, t, &pulls))).await;
+    let pulls = &pulls;
+    let rows: Vec<Option<TagRow>> = futures_util::stream::iter(shown.to_vec())
+        .map(|t| async move { tag_row(reg, cache, repo, &t, pulls).await })
+        .buffered(ROWS_IN_FLIGHT)
+        .collect()
+        .await;
     let tags: Vec<TagRow> = rows.into_iter().flatten().collect();
     // `latest` when shown, else the most recently pushed tag shown.
     let first = tags
@@ -449,6 +525,30 @@ pub fn short_digest(d: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_a_pusher_declares_never_overflow() {
+        assert_eq!(total([u64::MAX, 5, 7].into_iter()), u64::MAX);
+        assert_eq!(total([1, 2, 3].into_iter()), 6);
+    }
+
+    #[test]
+    fn the_facts_cache_is_bounded_by_size() {
+        let cache = UiCache::default();
+        let digest =
+            |i: usize| berth_oci::Digest::of(berth_oci::Algorithm::Sha256, &i.to_le_bytes());
+        let blobs: Vec<(Digest, u64)> = (0..10_000).map(|i| (digest(i), 1)).collect();
+        for i in 0..200 {
+            let f = Facts {
+                blobs: blobs.clone(),
+                ..Facts::default()
+            };
+            cache.put((None, digest(1_000_000 + i)), Arc::new(f));
+            let (m, bytes) = &*cache.facts.lock().unwrap();
+            assert!(*bytes <= CACHE_BYTES, "{bytes} bytes after {i} entries");
+            assert!(m.len() * 10_000 * 112 <= CACHE_BYTES + 10_000 * 112);
+        }
+    }
 
     #[test]
     fn sizes_digests_and_bounds_read_well() {

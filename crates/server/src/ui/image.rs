@@ -214,11 +214,43 @@ fn layers_of(raw: &Value) -> Vec<Layer> {
         .unwrap_or_default()
 }
 
-fn pretty(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
+/// Most bytes of pretty-printed JSON a page shows: indenting a document
+/// of deeply nested arrays can make it a hundred times larger.
+const MAX_PRETTY: usize = 1024 * 1024;
+
+/// A writer that refuses to grow past [`MAX_PRETTY`].
+struct Capped(Vec<u8>);
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_PRETTY {
+            return Err(std::io::Error::other("too long to show"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A document pretty-printed, or as stored (cut to [`MAX_PRETTY`]) when it
+/// is no JSON or would be too long indented.
+pub(crate) fn pretty(body: &[u8]) -> String {
+    let mut out = Capped(Vec::new());
+    let printed = serde_json::from_slice::<Value>(body)
         .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+        .and_then(|v| serde_json::to_writer_pretty(&mut out, &v).ok());
+    if printed.is_some() {
+        return String::from_utf8_lossy(&out.0).into_owned();
+    }
+    let shown = &body[..body.len().min(MAX_PRETTY)];
+    let mut s = String::from_utf8_lossy(shown).into_owned();
+    if shown.len() < body.len() {
+        s.push_str("\n… (cut: the whole document is in the registry's /v2 API)");
+    }
+    s
 }
 
 /// Gathers the image page.
@@ -267,12 +299,12 @@ pub async fn image_page(
                 size: d.size,
             })
             .collect();
-        page.size = page.platforms.iter().map(|c| c.size).sum();
+        page.size = super::data::total(page.platforms.iter().map(|c| c.size));
     } else {
         let config = raw.get("config").and_then(|c| c.get("digest"));
         let config_digest: Option<Digest> = config.and_then(|d| d.as_str()?.parse().ok());
         page.layers = layers_of(&raw);
-        page.size = m.blobs.iter().map(|b| b.size).sum();
+        page.size = super::data::total(m.blobs.iter().map(|b| b.size));
         if let Some(cd) = config_digest {
             page.config_digest = Some(cd.to_string());
             if let Some(body) = reg.small_blob(repo, &cd, MAX_CONFIG).await? {
@@ -401,7 +433,7 @@ async fn resolve_image(
         reference: reference.to_string(),
         digest: stored.digest.to_string(),
         platform: chosen,
-        size: m.blobs.iter().map(|b| b.size).sum(),
+        size: super::data::total(m.blobs.iter().map(|b| b.size)),
     };
     Ok((side, layers, config))
 }
@@ -505,7 +537,8 @@ pub async fn compare(
     let config = config_diff(&ca, &cb);
     Ok(Compare {
         repository: repo.to_string(),
-        size_delta: sb.size as i64 - sa.size as i64,
+        size_delta: (i128::from(sb.size) - i128::from(sa.size))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
         a: sa,
         b: sb,
         layers,
@@ -519,6 +552,23 @@ pub async fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pretty_printing_is_bounded() {
+        // 120 nested arrays around 200,000 zeros: 0.4 MB stored, tens of MB
+        // once every zero is indented on a line of its own.
+        let mut doc = "[".repeat(120);
+        doc.push_str(&vec!["0"; 200_000].join(","));
+        doc.push_str(&"]".repeat(120));
+        let shown = pretty(doc.as_bytes());
+        assert!(shown.len() <= MAX_PRETTY + 100, "{} bytes", shown.len());
+        assert!(shown.starts_with("[[[["));
+        let small = pretty(br#"{"a":[1,2]}"#);
+        assert_eq!(small, "{\n  \"a\": [\n    1,\n    2\n  ]\n}");
+        // A document cut to the bound says so.
+        let big = vec![b'x'; MAX_PRETTY + 10];
+        assert!(pretty(&big).ends_with("/v2 API)"));
+    }
 
     #[test]
     fn configurations_differ_field_by_field() {

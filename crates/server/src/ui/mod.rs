@@ -125,11 +125,16 @@ fn per_page(q: &HashMap<String, String>, default: usize, max: usize) -> usize {
         .map_or(default, |n| n.clamp(1, max))
 }
 
+/// A page cursor: a repository name or tag, so as long as the longest
+/// one (a shorter cut would repeat or skip rows).
 fn cursor(q: &HashMap<String, String>) -> Option<String> {
     q.get("after")
-        .map(|a| data::bounded(a))
+        .map(|a| a.trim().chars().take(MAX_CURSOR).collect::<String>())
         .filter(|a| !a.is_empty())
 }
+
+/// Longest repository name the grammar allows (tags are shorter).
+const MAX_CURSOR: usize = 255;
 
 /// The host pull commands name: `http.externalUrl`'s host (and port) when
 /// set, else the Host the request came to.
@@ -388,6 +393,15 @@ async fn repository_view(app: App, req: Request, json: bool) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_keeps_the_longest_repository_name_whole() {
+        let long = format!("{}/{}", "a".repeat(127), "b".repeat(127));
+        let q: HashMap<String, String> = [("after".to_owned(), long.clone())].into();
+        assert_eq!(cursor(&q), Some(long));
+        let q: HashMap<String, String> = [("after".to_owned(), "x".repeat(10_000))].into();
+        assert_eq!(cursor(&q).map(|c| c.len()), Some(MAX_CURSOR));
+    }
 
     #[test]
     fn paths_name_a_repository_and_a_view() {
