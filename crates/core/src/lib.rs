@@ -30,6 +30,7 @@ pub mod accounts;
 pub mod blobs;
 pub mod browse;
 pub mod gc;
+pub mod import;
 pub mod keys;
 pub mod lease;
 pub mod listing;

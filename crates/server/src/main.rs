@@ -36,10 +36,29 @@ enum Command {
         dry_run: bool,
         config: PathBuf,
     },
+    /// Bring another registry's store into this one's.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Access-control tools.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Imports a zot store (an OCI image layout per repository under its
+    /// rootDirectory): every repository, tag, manifest, referrer and blob,
+    /// verified, into the store that CONFIG names. Run again, it skips
+    /// what is there and goes on. Exits 1 if anything could not be imported.
+    Zot {
+        /// zot's storage.rootDirectory (read, never written).
+        root: PathBuf,
+        /// Berth's configuration; its storage must be another directory.
+        config: PathBuf,
     },
 }
 
@@ -146,6 +165,29 @@ where
     })
 }
 
+/// Paces progress lines: `due` is true at most once a second.
+struct Every {
+    last: std::time::Instant,
+}
+
+impl Every {
+    fn second() -> Every {
+        Every {
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn due(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.last) >= std::time::Duration::from_secs(1) {
+            self.last = now;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
     let report = offline(config, "gc", |settings, registry| async move {
         let delay = settings.gc.unwrap_or_default().delay;
@@ -216,16 +258,15 @@ fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
 
 fn scrub(config: &std::path::Path) -> ExitCode {
     let report = offline(config, "scrub", |_settings, registry| async move {
-        let mut last = std::time::Instant::now();
+        let mut every = Every::second();
         registry
             .scrub(|r| {
-                if last.elapsed() >= std::time::Duration::from_secs(1) {
+                if every.due() {
                     eprintln!(
                         "scrub: {} objects, {} MB checked",
                         r.checked,
                         r.bytes / 1_000_000
                     );
-                    last = std::time::Instant::now();
                 }
             })
             .await
@@ -248,6 +289,75 @@ fn scrub(config: &std::path::Path) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
+    }
+}
+
+fn import_zot(root: &std::path::Path, config: &std::path::Path) -> ExitCode {
+    if !root.is_dir() {
+        eprintln!("import: {} is not a directory", root.display());
+        return ExitCode::from(2);
+    }
+    let report = offline(config, "import", |settings, registry| async move {
+        let (source, dest) = (
+            std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?,
+            std::fs::canonicalize(&settings.root_directory)
+                .map_err(|e| format!("{}: {e}", settings.root_directory.display()))?,
+        );
+        if source.starts_with(&dest) || dest.starts_with(&source) {
+            return Err(format!(
+                "the zot store {} and Berth's storage.rootDirectory {} overlap: point \
+                 rootDirectory at a new directory, import, then serve from it",
+                source.display(),
+                dest.display()
+            ));
+        }
+        let reader = berth_storage::fs::FsBackend::reader(&source);
+        let mut every = Every::second();
+        let mut shown = String::new();
+        registry
+            .import_layouts(&reader, |p| {
+                let r = p.report;
+                if every.due() || p.repository != shown {
+                    eprintln!(
+                        "import: [{}/{}] {}: {} manifests, {} blobs ({} MB), {} tags so far; {} already here",
+                        p.index,
+                        p.of,
+                        p.repository,
+                        r.manifests,
+                        r.blobs,
+                        r.bytes / 1_000_000,
+                        r.tags,
+                        r.present
+                    );
+                    shown = p.repository.to_owned();
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let r = match report {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    println!(
+        "import: {} repositories; imported {} tags, {} manifests, {} blobs ({} bytes); {} already here",
+        r.repositories, r.tags, r.manifests, r.blobs, r.bytes, r.present
+    );
+    println!(
+        "verified: {} tags, {} manifests, {} blobs read back as in the source",
+        r.verified_tags, r.verified_manifests, r.verified_blobs
+    );
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    if r.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "import: {} problems; what else could be imported was",
+            r.problems.len()
+        );
+        ExitCode::FAILURE
     }
 }
 
@@ -310,6 +420,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Scrub { config } => scrub(&config),
+        Command::Import {
+            command: ImportCommand::Zot { root, config },
+        } => import_zot(&root, &config),
         Command::Gc { dry_run, config } => gc(&config, dry_run),
         Command::Serve { config } => {
             let settings = match config {

@@ -8,19 +8,6 @@ use common::*;
 use reqwest::StatusCode;
 use std::process::Command;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn skopeo(auth_file: &std::path::Path) -> Command {
     let mut c = Command::new("skopeo");
     c.env("REGISTRY_AUTH_FILE", auth_file);

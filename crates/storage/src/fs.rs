@@ -123,6 +123,17 @@ impl FsBackend {
         })
     }
 
+    /// Opens a tree that another program owns, to read it: nothing is
+    /// created (an `open` makes `.uploads/`). The caller never writes
+    /// through it (an image layout being imported, say).
+    pub fn reader(root: impl Into<PathBuf>) -> FsBackend {
+        FsBackend {
+            root: root.into(),
+            sync_data: false,
+            direct: false,
+        }
+    }
+
     /// Never writes with `O_DIRECT`: uploads go through the page cache,
     /// as they do where a filesystem refuses it.
     pub fn without_direct_writes(mut self) -> FsBackend {

@@ -427,6 +427,21 @@ impl Server {
 }
 
 /// Writes an htpasswd file (bcrypt, cost 4) for these users.
+/// Runs a command that must succeed; returns its stdout. A missing tool
+/// fails the test (CI installs every tool), it is never skipped.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is it installed?)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn write_htpasswd(path: &Path, users: &[(&str, &str)]) {
     let lines: Vec<String> = users
         .iter()
