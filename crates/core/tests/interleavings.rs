@@ -9,6 +9,7 @@ use berth_core::manifests::TagWrite;
 use berth_core::retention::{KeepRule, Policy, Retention};
 use berth_core::{keys, CoreError, Options, Registry};
 use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use berth_storage::cluster::ClusterBackend;
 use berth_storage::mem::MemBackend;
 use berth_storage::pause::{Breakpoint, Op, Pausing, When};
 use bytes::Bytes;
@@ -19,7 +20,11 @@ use std::time::Duration;
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 struct World {
+    /// The replica that collects.
     reg: Registry,
+    /// The replica clients write through: `reg` itself on one node, another
+    /// `Registry` over the same store when replicas share it.
+    writer: Registry,
     store: Arc<Pausing>,
     repo: RepoName,
     config: Digest,
@@ -82,8 +87,20 @@ async fn put(
 }
 
 async fn world() -> World {
-    let store = Arc::new(Pausing::new(Arc::new(MemBackend::new())));
+    world_on(Arc::new(MemBackend::new()), false).await
+}
+
+/// A world over `inner`; with `replicas`, writes go through a second
+/// registry sharing the store (a second replica, with its own locks and
+/// caches).
+async fn world_on(inner: Arc<dyn berth_storage::Backend>, replicas: bool) -> World {
+    let store = Arc::new(Pausing::new(inner));
     let reg = Registry::new(store.clone(), Options::default());
+    let writer = if replicas {
+        Registry::new(store.clone(), Options::default())
+    } else {
+        reg.clone()
+    };
     let repo = RepoName::parse("app").unwrap();
     let config = push_blob(&reg, &repo, blob_data("config")).await.unwrap();
     let layer = push_blob(&reg, &repo, blob_data("layer")).await.unwrap();
@@ -99,6 +116,7 @@ async fn world() -> World {
     store.age_everything();
     World {
         reg,
+        writer,
         store,
         repo,
         config,
@@ -292,7 +310,7 @@ async fn readable_image(w: &World, t: &str) -> Result<(), String> {
 
 /// Runs the write; `Ok(true)` when it was acknowledged.
 async fn write(w: &World, write: Write) -> Result<bool, CoreError> {
-    let (reg, repo) = (&w.reg, &w.repo);
+    let (reg, repo) = (&w.writer, &w.repo);
     let outcome = match write {
         Write::PushBlob => push_blob(reg, repo, blob_data("orphan")).await.map(|_| ()),
         Write::PushManifest => {
@@ -316,11 +334,33 @@ async fn write(w: &World, write: Write) -> Result<bool, CoreError> {
 
 #[tokio::test]
 async fn no_interleaving_loses_an_acknowledged_write() {
+    every_interleaving(|| async { world().await }).await;
+}
+
+/// The same matrix with the store replicas share (PostgreSQL over an object
+/// store), the pass on one replica and the writes on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_interleaving_loses_an_acknowledged_write_between_replicas() {
+    let pg = berth_storage::pg_harness::Postgres::start();
+    every_interleaving(|| async {
+        let pool = ClusterBackend::pool(&pg.database().await, 4).unwrap();
+        let objects = Arc::new(berth_storage::cluster::object_store::memory::InMemory::new());
+        let store = ClusterBackend::connect(pool, objects, "").await.unwrap();
+        world_on(Arc::new(store), true).await
+    })
+    .await;
+}
+
+async fn every_interleaving<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = World>,
+{
     let mut failures = Vec::new();
     let mut acknowledged = 0;
     for point in POINTS {
         for op in WRITES {
-            let w = world().await;
+            let w = fresh().await;
             let (stop, collector) = stopped_pass(&w, point).await;
             let acked = write(&w, op)
                 .await

@@ -21,10 +21,13 @@
 //! sees the whole object or nothing.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod cluster;
 pub mod fs;
 pub mod mem;
 #[cfg(feature = "testing")]
 pub mod pause;
+#[cfg(any(test, feature = "testing"))]
+pub mod pg_harness;
 #[cfg(any(test, feature = "testing"))]
 pub mod suite;
 
