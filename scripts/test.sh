@@ -12,3 +12,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/berth/target}"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
+
+# The server's integration suite again, every server on the store replicas
+# share (S3 on a real Garage, state in a real PostgreSQL; the harness starts
+# both). Left out: the tests of the filesystem store's own promises
+# (directory fsyncs, page-cache bypass, a full disk, corruption planted in
+# files, open file descriptors), which that store does not make.
+fs_only_files="durability push_io scrub"
+fs_only_tests="a_full_disk_is_said_plainly_and_loses_nothing a_download_nobody_reads_is_cut_and_releases_its_descriptors"
+targets=()
+for f in crates/server/tests/*.rs; do
+  name=$(basename "$f" .rs)
+  case " $fs_only_files " in *" $name "*) continue ;; esac
+  targets+=(--test "$name")
+done
+skips=()
+for t in $fs_only_tests; do skips+=(--skip "$t"); done
+BERTH_TEST_STORE=shared cargo test -p berth-server --locked "${targets[@]}" "$@" -- "${skips[@]}"

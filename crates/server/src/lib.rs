@@ -6,13 +6,14 @@
 //! - [`auth`]: authentication and the per-request authorization decision.
 //! - [`apikeys`]: zot's `/zot/auth/apikey` endpoints.
 //! - [`oidc`], [`session`]: OpenID Connect login and browser sessions.
-//! - [`ui`]: the landing page (who you are, log in, manage API keys).
+//! - [`ui`]: the web interface (repositories, images, compare, account).
 //! - [`metrics`]: Prometheus metrics with zot's names.
 //! - [`audit`]: the audit trail of mutating requests.
 //! - [`v2`]: the `/v2` dispatcher and its thin handlers.
 //! - [`error`]: the one mapping from errors to status, headers and the OCI
 //!   JSON error body.
 //! - [`ratelimit`]: zot's `http.ratelimit`, answered before authentication.
+//! - [`store`]: opens the filesystem store or the one replicas share.
 //! - [`serve`]: listener, TLS, HTTP/1.1 and HTTP/2, graceful shutdown.
 //! - [`connection`]: deadlines for silent and slow clients, the connection cap.
 //! - [`logging`]: structured logs.
@@ -31,6 +32,7 @@ pub mod oidc;
 pub mod ratelimit;
 pub mod serve;
 pub mod session;
+pub mod store;
 pub mod ui;
 pub mod v2;
 pub mod worker;

@@ -123,16 +123,10 @@ fn explain(
 
 use config::settings_from;
 
-fn open_registry(settings: &Settings) -> Result<berth_core::Registry, String> {
-    let store = berth_storage::fs::FsBackend::open(&settings.root_directory, settings.commit)
-        .map_err(|e| {
-            format!(
-                "storage.rootDirectory {}: {e}",
-                settings.root_directory.display()
-            )
-        })?;
+async fn open_registry(settings: &Settings) -> Result<berth_core::Registry, String> {
+    let store = berth_server::store::open(settings).await?;
     Ok(berth_core::Registry::new(
-        std::sync::Arc::new(store),
+        store,
         berth_core::Options::default(),
     ))
 }
@@ -156,7 +150,7 @@ where
             ExitCode::FAILURE
         })?;
     let run = async {
-        let registry = open_registry(&settings)?;
+        let registry = open_registry(&settings).await?;
         work(settings, registry).await
     };
     runtime.block_on(run).map_err(|e| {
@@ -298,12 +292,16 @@ fn import_zot(root: &std::path::Path, config: &std::path::Path) -> ExitCode {
         return ExitCode::from(2);
     }
     let report = offline(config, "import", |settings, registry| async move {
-        let (source, dest) = (
-            std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?,
-            std::fs::canonicalize(&settings.root_directory)
-                .map_err(|e| format!("{}: {e}", settings.root_directory.display()))?,
-        );
-        if source.starts_with(&dest) || dest.starts_with(&source) {
+        let source = std::fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+        // Only a local store can overlap the source.
+        let dest = match settings.shared {
+            Some(_) => None,
+            None => Some(
+                std::fs::canonicalize(&settings.root_directory)
+                    .map_err(|e| format!("{}: {e}", settings.root_directory.display()))?,
+            ),
+        };
+        if let Some(dest) = dest.filter(|d| source.starts_with(d) || d.starts_with(&source)) {
             return Err(format!(
                 "the zot store {} and Berth's storage.rootDirectory {} overlap: point \
                  rootDirectory at a new directory, import, then serve from it",

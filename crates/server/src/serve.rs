@@ -9,7 +9,6 @@ use crate::config::{Settings, TlsFiles};
 use crate::connection::{self, ConnState, Limits, Table, Tracked};
 use crate::worker::RESTART_PAUSE;
 use berth_core::{Options, Registry};
-use berth_storage::fs::FsBackend;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -134,13 +133,8 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     if settings.auth_unsupported {
         tracing::error!("only authentication methods this build cannot check are configured: every registry request will be refused");
     }
-    let store = FsBackend::open(&settings.root_directory, settings.commit).map_err(|e| {
-        format!(
-            "storage.rootDirectory {}: {e}",
-            settings.root_directory.display()
-        )
-    })?;
-    let registry = Registry::new(Arc::new(store), Options::default());
+    let store = crate::store::open(&settings).await?;
+    let registry = Registry::new(store, Options::default());
     let sync = crate::config::build_sync(&settings)?;
     let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind((settings.address.as_str(), settings.port))

@@ -124,9 +124,12 @@ async fn an_interrupted_pass_is_undone_at_start_up() {
     // What a pass that died between hiding and re-checking leaves behind.
     let hex = digest.trim_start_matches("sha256:");
     let key = format!("blobs/sha256/{}/{hex}", &hex[..2]);
-    let trash = s.root().join("gc-trash/deadbeef");
-    std::fs::create_dir_all(&trash).unwrap();
-    std::fs::rename(s.root().join(&key), trash.join(key.replace('/', "~"))).unwrap();
+    let store = s.store().await;
+    let hidden = format!("gc-trash/deadbeef/{}", key.replace('/', "~"));
+    store
+        .rename(&key, &hidden, berth_storage::Durability::Durable)
+        .await
+        .unwrap();
     assert_eq!(
         s.head(&format!("/v2/crash/app/blobs/{digest}"))
             .await
@@ -135,5 +138,5 @@ async fn an_interrupted_pass_is_undone_at_start_up() {
     );
     s.restart();
     assert_eq!(s.blob("crash/app", &digest).await, data);
-    assert!(!s.root().join("gc-trash/deadbeef").exists());
+    assert!(store.list("gc-trash/deadbeef").await.unwrap().is_empty());
 }

@@ -19,13 +19,14 @@ fn skopeo_to_store(auth: &Path, from: &Path, tag: &str, to: &Path) {
         .arg(format!("oci:{}:{tag}", to.display())));
 }
 
-/// Runs `berth import zot`; returns (success, stdout).
-fn import(zot: &Path, root: &Path) -> (bool, String) {
+/// Runs `berth import zot` into a store named by `root` and the shared
+/// store's `keys` (empty on the filesystem); returns (success, stdout).
+fn import(zot: &Path, root: &Path, keys: &str) -> (bool, String) {
     let config = root.with_extension("json");
     std::fs::write(
         &config,
         format!(
-            r#"{{"storage":{{"rootDirectory":{:?}}}}}"#,
+            r#"{{"storage":{{"rootDirectory":{:?}{keys}}}}}"#,
             root.display().to_string()
         ),
     )
@@ -117,19 +118,19 @@ fn a_zot_store_written_by_skopeo_is_imported_verified_and_resumable() {
                 .unwrap()
         })
     };
-    let zot2 = zot.clone();
-    let mut s = Server::start_prepared("", move |root| {
-        // A first import, into a store not yet served.
-        let (ok, out) = import(&zot2, root);
-        assert!(ok, "{out}");
-        let summary = summary(&out);
-        assert!(
-            summary.contains("import: 1 repositories; imported 1 tags, 1 manifests, 4 blobs (")
-                && summary.contains("0 already here")
-                && summary.contains("verified: 1 tags, 1 manifests, 4 blobs read back"),
-            "{out}"
-        );
-    });
+    // A first import, into a store not being served.
+    let mut s = Server::start();
+    s.kill();
+    let (ok, out) = import(&zot, &s.root(), s.storage_keys());
+    assert!(ok, "{out}");
+    let first = summary(&out);
+    assert!(
+        first.contains("import: 1 repositories; imported 1 tags, 1 manifests, 4 blobs (")
+            && first.contains("0 already here")
+            && first.contains("verified: 1 tags, 1 manifests, 4 blobs read back"),
+        "{out}"
+    );
+    s.restart();
     assert_eq!(
         json(&s, "/v2/team/app/tags/list")["tags"],
         serde_json::json!(["v1"])
@@ -180,7 +181,7 @@ fn a_zot_store_written_by_skopeo_is_imported_verified_and_resumable() {
 
     // Imported again: what is there is skipped, the rest comes in, the
     // rotten layer is refused and its manifest with it.
-    let (ok, out) = import(&zot, &s.root());
+    let (ok, out) = import(&zot, &s.root(), s.storage_keys());
     assert!(!ok, "a problem makes the import fail: {out}");
     assert!(
         out.contains("problem: broken@") && out.contains("digest"),
@@ -206,7 +207,7 @@ fn a_zot_store_written_by_skopeo_is_imported_verified_and_resumable() {
 
     // Repaired at the source, a third run finishes the job.
     std::fs::write(&bad_path, &good_bytes).unwrap();
-    let (ok, out) = import(&zot, &s.root());
+    let (ok, out) = import(&zot, &s.root(), s.storage_keys());
     assert!(ok, "{out}");
     assert!(out.contains("imported 1 tags, 1 manifests"), "{out}");
     assert!(out.contains("verified: 4 tags, 7 manifests"), "{out}");

@@ -6,29 +6,17 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 const DAY: u64 = 24 * 3600;
 
-/// Sets a stored file's modification time to `secs` ago (a push that long
-/// ago, for a tag file or a manifest link).
-fn backdate(path: &std::path::Path, secs: u64) {
-    let f = std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    f.set_modified(SystemTime::now() - Duration::from_secs(secs))
-        .unwrap();
+fn tag_key(repo: &str, tag: &str) -> String {
+    format!("repositories/{repo}/_tags/{tag}")
 }
 
-fn tag_file(s: &Server, repo: &str, tag: &str) -> std::path::PathBuf {
-    s.root().join(format!("repositories/{repo}/_tags/{tag}"))
-}
-
-fn link_file(s: &Server, repo: &str, digest: &str) -> std::path::PathBuf {
+fn link_key(repo: &str, digest: &str) -> String {
     let hex = digest.trim_start_matches("sha256:");
-    s.root()
-        .join(format!("repositories/{repo}/_manifests/sha256/{hex}"))
+    format!("repositories/{repo}/_manifests/sha256/{hex}")
 }
 
 /// Runs `berth gc` with the test's storage and `retention`; returns stdout.
@@ -96,7 +84,7 @@ async fn each_rule_kind_and_dry_run() {
     for (i, tag) in tags.iter().enumerate() {
         let (_, digest) = s.push_image("ci/app", tag, 10 + i as u64, 1).await;
         // Every image was pushed long ago; only the tags' times differ.
-        backdate(&link_file(&s, "ci/app", &digest), old + 100);
+        s.backdate(&link_key("ci/app", &digest), old + 100);
     }
     for (tag, ago) in [
         ("v1.0.0", old + 10),
@@ -108,7 +96,7 @@ async fn each_rule_kind_and_dry_run() {
         ("hot-2", old),
         ("misc", old),
     ] {
-        backdate(&tag_file(&s, "ci/app", tag), ago);
+        s.backdate(&tag_key("ci/app", tag), ago);
     }
     // Pulls (noted by the server, written when it stops).
     for tag in ["feat-x", "hot-2"] {
@@ -124,18 +112,18 @@ async fn each_rule_kind_and_dry_run() {
     let sbom = push_referrer(&s, "ci/app", &old_untagged, old_body.len(), "ci").await;
     let (_, young_untagged) = push_untagged(&s, "ci/app", 51).await;
     for d in [&old_untagged, &sbom] {
-        backdate(&link_file(&s, "ci/app", d), 2 * 3600);
+        s.backdate(&link_key("ci/app", d), 2 * 3600);
     }
     let dev_a_layer = sha256(&bytes(1200, 1000)); // seed 12 = dev-a
 
     // prod/app: untagged manifests stay (deleteUntagged false).
     let (_, prod_untagged) = push_untagged(&s, "prod/app", 60).await;
-    backdate(&link_file(&s, "prod/app", &prod_untagged), 2 * 3600);
+    s.backdate(&link_key("prod/app", &prod_untagged), 2 * 3600);
 
     // other/app: no policy: every tag stays; an untagged manifest goes,
     // unless an index or an artifact refers to it.
     s.push_image("other/app", "ancient", 70, 1).await;
-    backdate(&tag_file(&s, "other/app", "ancient"), 400 * DAY);
+    s.backdate(&tag_key("other/app", "ancient"), 400 * DAY);
     let (_, lonely) = push_untagged(&s, "other/app", 71).await;
     let (child_body, child) = push_untagged(&s, "other/app", 72).await;
     let index = format!(
@@ -158,7 +146,7 @@ async fn each_rule_kind_and_dry_run() {
     let (signed_body, signed) = push_untagged(&s, "other/app", 73).await;
     let sig = push_referrer(&s, "other/app", &signed, signed_body.len(), "sig").await;
     for d in [&lonely, &child, &signed, &sig, &pinned] {
-        backdate(&link_file(&s, "other/app", d), 2 * 3600);
+        s.backdate(&link_key("other/app", d), 2 * 3600);
     }
     assert!(s.terminate().success());
 
@@ -169,6 +157,7 @@ async fn each_rule_kind_and_dry_run() {
     // the 3 untagged ones, 8 manifests go.
     // retention.dryRun and `berth gc --dry-run` both report and keep.
     let dry_policies = POLICIES.replacen('{', r#"{"dryRun":true,"#, 1);
+    let store = s.store().await;
     for (retention, flag) in [(dry_policies.as_str(), false), (POLICIES, true)] {
         let out = run_gc(&s, retention, flag);
         assert!(
@@ -178,7 +167,7 @@ async fn each_rule_kind_and_dry_run() {
         for tag in removed_tags {
             assert!(out.contains(&format!("tag ci/app:{tag}\n")), "{tag}: {out}");
             assert!(
-                tag_file(&s, "ci/app", tag).exists(),
+                store.stat(&tag_key("ci/app", tag)).await.unwrap().is_some(),
                 "{tag} removed by a dry run"
             );
         }

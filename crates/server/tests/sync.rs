@@ -96,16 +96,18 @@ fn same_blobs(a: &Path, b: &Path) {
     assert!(n > 0);
 }
 
-fn stored_blob(s: &Server, digest: &str) -> std::path::PathBuf {
+/// Whether content is stored (read through the server's store).
+async fn is_stored(s: &Server, digest: &str) -> bool {
     let hex = digest.trim_start_matches("sha256:");
-    s.root().join(format!("blobs/sha256/{}/{hex}", &hex[..2]))
+    let key = format!("blobs/sha256/{}/{hex}", &hex[..2]);
+    s.store().await.stat(&key).await.unwrap().is_some()
 }
 
 /// Waits for fetched content to be committed (it is served once verified,
 /// and made durable right after).
 async fn wait_stored(s: &Server, digest: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !stored_blob(s, digest).exists() {
+    while !is_stored(s, digest).await {
         assert!(Instant::now() < deadline, "{digest} was never stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -283,7 +285,7 @@ async fn concurrent_cold_pulls_make_one_upstream_request_per_blob() {
     let first = r.chunk().await.unwrap().expect("a first piece");
     assert!(!first.is_empty());
     assert!(
-        !stored_blob(&d, big).exists(),
+        !is_stored(&d, big).await,
         "the blob was whole before the client got its first bytes"
     );
 
@@ -462,7 +464,13 @@ async fn bad_upstream_data_is_refused_and_not_stored() {
             && !text.contains("sha256:"),
         "{text}"
     );
-    assert!(!d.root().join("repositories/app/_tags/v1").exists());
+    assert!(d
+        .store()
+        .await
+        .stat("repositories/app/_tags/v1")
+        .await
+        .unwrap()
+        .is_none());
     gate.corrupt("/v2/app/manifests/v1", false);
     let r = get_manifest(&d, "/v2/app/manifests/v1").await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -482,7 +490,7 @@ async fn bad_upstream_data_is_refused_and_not_stored() {
         Ok(r) => r.status() == StatusCode::BAD_GATEWAY,
     };
     assert!(failed, "a corrupt blob was served whole");
-    assert!(!stored_blob(&d, &layer).exists());
+    assert!(!is_stored(&d, &layer).await);
     let r = d.head(&path).await;
     assert_eq!(
         r.status(),
@@ -490,7 +498,7 @@ async fn bad_upstream_data_is_refused_and_not_stored() {
         "HEAD asks upstream without storing"
     );
     assert_eq!(header(&r, "content-length"), "1000", "upstream's size");
-    assert!(!stored_blob(&d, &layer).exists());
+    assert!(!is_stored(&d, &layer).await);
     gate.corrupt(&path, false);
     assert_eq!(sha256(&d.blob("app", &layer).await), layer);
 
@@ -505,7 +513,7 @@ async fn bad_upstream_data_is_refused_and_not_stored() {
         !text.contains("127.0.0.1") && !text.contains("redirect"),
         "{text}"
     );
-    assert!(!stored_blob(&d, &config).exists());
+    assert!(!is_stored(&d, &config).await);
     assert!(
         gate.count("GET", &path) <= 12,
         "{}",
@@ -712,7 +720,7 @@ async fn a_fetch_killed_midway_leaves_nothing_and_is_redone() {
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.chunk().await.unwrap().is_some());
     d.kill();
-    assert!(!stored_blob(&d, &big).exists(), "a partial blob is stored");
+    assert!(!is_stored(&d, &big).await, "a partial blob is stored");
 
     // After a restart nothing of it is visible, and a pull fetches it anew.
     gate.throttle(None);

@@ -23,6 +23,8 @@
 
 pub mod cluster;
 pub mod fs;
+#[cfg(any(test, feature = "testing"))]
+pub mod garage_harness;
 pub mod mem;
 #[cfg(feature = "testing")]
 pub mod pause;

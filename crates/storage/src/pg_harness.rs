@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 /// A running PostgreSQL; stopped (immediate shutdown) when dropped.
 pub struct Postgres {
     child: Child,
+    bin: PathBuf,
     port: u16,
     _dir: tempfile::TempDir,
     databases: AtomicUsize,
@@ -128,6 +129,7 @@ impl Postgres {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Postgres {
                         child,
+                        bin,
                         port,
                         _dir: dir,
                         databases: AtomicUsize::new(0),
@@ -150,6 +152,52 @@ impl Postgres {
     /// The URL of the server's default database.
     pub fn url(&self) -> String {
         format!("postgres://berth@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Creates an empty database without a runtime (`createdb`); returns
+    /// its URL.
+    pub fn database_blocking(&self) -> String {
+        let name = format!("t{}", self.databases.fetch_add(1, Ordering::Relaxed));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new(self.bin.join("createdb"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "berth",
+                    &name,
+                ])
+                .output()
+                .expect("run createdb");
+            if out.status.success() {
+                return format!("postgres://berth@127.0.0.1:{}/{name}", self.port);
+            }
+            // Accepting TCP before it accepts logins.
+            assert!(
+                Instant::now() < deadline,
+                "createdb failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs one SQL statement with `psql` against a database of this
+    /// server; returns what psql printed.
+    pub fn execute_blocking(&self, url: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-v", "ON_ERROR_STOP=1", "-c", sql, url])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Creates an empty database; returns its URL.

@@ -126,11 +126,9 @@ pub const KEYS: &[(&str, Status)] = &[
         "storage.retention.policies[].keepUntagged.mostRecentlyPulledCount",
         InForce,
     ),
-    ("storage.storageDriver", Refused),
-    (
-        "storage.cacheDriver",
-        NotActive(Set, "Berth keeps no separate dedupe cache"),
-    ),
+    // Both checked key by key by `config::shared`.
+    ("storage.storageDriver", InForce),
+    ("storage.cacheDriver", InForce),
     (
         "storage.subPaths",
         NotActive(Set, "every repository lives under rootDirectory"),

@@ -15,6 +15,7 @@ mod trace;
 pub mod types;
 
 pub use keys::inactive_features;
+pub mod shared;
 
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -178,6 +179,9 @@ pub struct Settings {
     pub auth_unsupported: bool,
     /// Configured features this build accepts but does not act on yet.
     pub inactive: Vec<String>,
+    /// The store replicas share (`storage.storageDriver` S3 with
+    /// `storage.cacheDriver` postgres), or `None` for `rootDirectory`.
+    pub shared: Option<shared::SharedStore>,
     /// `http.ratelimit`, checked.
     pub ratelimit: crate::ratelimit::RateLimits,
     /// `http.readTimeout` (zot's default, 60 s, when unset; `0`: none): the
@@ -226,6 +230,7 @@ impl Settings {
             access_control: None,
             auth_unsupported: false,
             inactive: Vec::new(),
+            shared: None,
             ratelimit: Default::default(),
             read_timeout: Some(IO_TIMEOUT),
             write_timeout: Some(IO_TIMEOUT),
@@ -252,12 +257,13 @@ impl Settings {
             .as_deref()
             .filter(|r| !r.is_empty())
             .ok_or_else(|| err("storage.rootDirectory", "is required".into()))?;
-        if c.storage.storage_driver.is_some() {
-            return Err(err(
-                "storage.storageDriver",
-                "remote storage drivers are not supported by this build yet; use a local rootDirectory".into(),
-            ));
-        }
+        let mut inactive = inactive_features(c);
+        let shared = shared::resolve(
+            c.storage.storage_driver.as_ref(),
+            c.storage.cache_driver.as_ref(),
+            &mut inactive,
+        )
+        .map_err(|(k, m)| err(&k, m))?;
         let tls = match &c.http.tls {
             None => None,
             Some(t) => match (&t.cert, &t.key) {
@@ -347,7 +353,8 @@ impl Settings {
             auth: c.http.auth.clone(),
             access_control: c.http.access_control.clone(),
             auth_unsupported,
-            inactive: inactive_features(c),
+            inactive,
+            shared,
             ratelimit: ratelimit(c.http.ratelimit.as_ref()).map_err(|(k, m)| err(&k, m))?,
             read_timeout: io_timeout(c.http.read_timeout),
             write_timeout: io_timeout(c.http.write_timeout),

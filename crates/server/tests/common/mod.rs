@@ -10,12 +10,67 @@ use sha2::Digest as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// The store replicas share, when the suite runs on it
+/// (`BERTH_TEST_STORE=shared`): one PostgreSQL and one Garage per test
+/// process, while any server uses them; each server gets a database and an
+/// object prefix of its own.
+pub struct SharedBackends {
+    pub pg: berth_storage::pg_harness::Postgres,
+    pub garage: berth_storage::garage_harness::Garage,
+    prefixes: std::sync::atomic::AtomicUsize,
+}
+
+static SHARED: std::sync::Mutex<std::sync::Weak<SharedBackends>> =
+    std::sync::Mutex::new(std::sync::Weak::new());
+
+/// Whether this run puts every server on the shared store.
+pub fn shared_mode() -> bool {
+    std::env::var("BERTH_TEST_STORE").as_deref() == Ok("shared")
+}
+
+fn shared_backends() -> Arc<SharedBackends> {
+    let mut g = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(b) = g.upgrade() {
+        return b;
+    }
+    let b = Arc::new(SharedBackends {
+        pg: berth_storage::pg_harness::Postgres::start(),
+        garage: berth_storage::garage_harness::Garage::start(),
+        prefixes: std::sync::atomic::AtomicUsize::new(0),
+    });
+    *g = Arc::downgrade(&b);
+    b
+}
+
+/// The `storage` keys (after `rootDirectory`) that put a server on a fresh
+/// place of the shared store: an empty database and an unused prefix.
+/// Also returns the database's URL.
+pub fn shared_storage_keys(b: &SharedBackends) -> (String, String) {
+    use berth_storage::garage_harness::{BUCKET, KEY_ID, REGION, SECRET};
+    let n = b
+        .prefixes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let url = b.pg.database_blocking();
+    let keys = format!(
+        r#","storageDriver":{{"name":"s3","bucket":"{BUCKET}","region":"{REGION}","regionendpoint":"{}","forcepathstyle":true,"secure":false,"accesskey":"{KEY_ID}","secretkey":"{SECRET}","rootdirectory":"{}"}},"cacheDriver":{{"name":"postgres","url":"{url}"}}"#,
+        b.garage.endpoint,
+        shared_prefix(n)
+    );
+    (keys, url)
+}
+
+/// The object prefix of the `n`th server of this process.
+fn shared_prefix(n: usize) -> String {
+    format!("s{}-{n}", std::process::id())
+}
 
 /// A running Berth.
 pub struct Server {
@@ -28,6 +83,9 @@ pub struct Server {
     auth: std::sync::Mutex<Option<String>>,
     /// The open-file limit (soft and hard) the server runs under, if set.
     nofile: Option<u64>,
+    /// In shared mode: the backends, this server's `storage` keys and the
+    /// URL of its database.
+    pub shared: Option<(Arc<SharedBackends>, String, String)>,
 }
 
 /// The `Authorization` value for `user:password`.
@@ -98,9 +156,74 @@ impl Server {
             extra: extra.to_owned(),
             auth: std::sync::Mutex::new(None),
             nofile,
+            shared: shared_mode().then(|| {
+                let b = shared_backends();
+                let (keys, url) = shared_storage_keys(&b);
+                (b, keys, url)
+            }),
         };
         s.boot();
         s
+    }
+
+    /// The `storage` keys after `rootDirectory` that name this server's
+    /// store (empty on the filesystem).
+    pub fn storage_keys(&self) -> &str {
+        self.shared.as_ref().map_or("", |(_, k, _)| k.as_str())
+    }
+
+    /// This server's store, opened by the test beside the server (the
+    /// same files, or the same database and bucket prefix).
+    pub async fn store(&self) -> Arc<dyn berth_storage::Backend> {
+        match &self.shared {
+            None => Arc::new(
+                berth_storage::fs::FsBackend::open(self.root(), false).expect("open store"),
+            ),
+            Some((b, keys, url)) => {
+                let prefix = keys
+                    .split(r#""rootdirectory":""#)
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .expect("prefix");
+                let pool = berth_storage::cluster::ClusterBackend::pool(url, 2).expect("pool");
+                Arc::new(
+                    berth_storage::cluster::ClusterBackend::connect(
+                        pool,
+                        b.garage.object_store(),
+                        prefix,
+                    )
+                    .await
+                    .expect("open shared store"),
+                )
+            }
+        }
+    }
+
+    /// Makes a stored object look written `secs` ago (a file's mtime, or
+    /// the row's `modified` column).
+    pub fn backdate(&self, key: &str, secs: u64) {
+        match &self.shared {
+            None => {
+                let path = self.root().join(key);
+                let f = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                f.set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
+                    .expect("set mtime");
+            }
+            Some((b, _, url)) => {
+                let n = b.pg.execute_blocking(
+                    url,
+                    &format!(
+                        "UPDATE objects SET modified = berth_now() - {} WHERE key = '{}'",
+                        secs * 1_000_000,
+                        key.replace('\'', "''")
+                    ),
+                );
+                assert_eq!(n.trim(), "UPDATE 1", "{key}");
+            }
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -116,8 +239,9 @@ impl Server {
         );
         let config = self.dir.path().join("config.json");
         let text = format!(
-            r#"{{"storage":{{"rootDirectory":{root:?}}},"http":{{"address":"127.0.0.1","port":"0"}},"log":{{"level":"info","output":{log:?},"audit":{audit:?}}}{extra}}}"#,
+            r#"{{"storage":{{"rootDirectory":{root:?}{shared}}},"http":{{"address":"127.0.0.1","port":"0"}},"log":{{"level":"info","output":{log:?},"audit":{audit:?}}}{extra}}}"#,
             root = self.root().display().to_string(),
+            shared = self.storage_keys(),
             log = self.dir.path().join("berth.log").display().to_string(),
             audit = self.dir.path().join("audit.log").display().to_string(),
         );
@@ -229,8 +353,9 @@ impl Server {
     pub fn berth_gc(&self, storage: &str, dry_run: bool) -> String {
         let cfg = self.dir.path().join("gc.json");
         let text = format!(
-            r#"{{"storage":{{"rootDirectory":{:?},{storage}}}}}"#,
-            self.root().display().to_string()
+            r#"{{"storage":{{"rootDirectory":{:?}{},{storage}}}}}"#,
+            self.root().display().to_string(),
+            self.storage_keys()
         );
         std::fs::write(&cfg, text).expect("write gc config");
         let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));

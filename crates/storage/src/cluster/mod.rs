@@ -1074,6 +1074,20 @@ mod tests {
         }
     }
 
+    /// The same suite over a real S3 server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_suite_over_postgres_and_garage() {
+        let pg = crate::pg_harness::Postgres::start();
+        let garage = crate::garage_harness::Garage::start();
+        let pool = ClusterBackend::pool(&pg.database().await, 8).unwrap();
+        let store = ClusterBackend::connect(pool, garage.object_store(), "berth")
+            .await
+            .unwrap()
+            .with_part_size(1_000_000);
+        crate::suite::run(&store).await;
+        assert_eq!(leaks(&store).await, (vec![], vec![]));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replicas_racing_on_one_key_or_one_offset_have_one_winner() {
         let pg = crate::pg_harness::Postgres::start();
