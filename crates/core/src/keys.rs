@@ -37,6 +37,12 @@ pub const GC_TRASH: &str = "gc-trash";
 pub const GC_LEASE: &str = "gc-lease";
 pub const GC_LEASE_STALE: &str = "gc-lease-stale";
 
+/// The name of the turn a manifest's push and delete take (not a key:
+/// a name for `Backend::exclusive`).
+pub fn manifest_turn(r: &RepoName, d: &Digest) -> String {
+    format!("manifest {r}@{d}")
+}
+
 /// An entry of a listing, under the directory listed.
 pub fn child(dir: &str, name: &str) -> String {
     format!("{dir}/{name}")

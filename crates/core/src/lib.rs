@@ -114,6 +114,11 @@ pub struct Options {
     pub max_manifest_size: usize,
     /// Upload sessions untouched for this long are removed by `expire_uploads`.
     pub upload_ttl: std::time::Duration,
+    /// When other processes write the same store (replicas), how old the
+    /// catalog index may get before it is walked again (in the
+    /// background). `None`: this process is the only writer, and the index
+    /// built once is kept current by its own writes.
+    pub catalog_refresh: Option<std::time::Duration>,
 }
 
 impl Default for Options {
@@ -121,6 +126,7 @@ impl Default for Options {
         Options {
             max_manifest_size: 4 * 1024 * 1024,
             upload_ttl: std::time::Duration::from_secs(24 * 3600),
+            catalog_refresh: None,
         }
     }
 }
@@ -133,10 +139,6 @@ pub struct Registry {
     options: Arc<Options>,
     sessions: Arc<uploads::Sessions>,
     catalog: Arc<listing::CatalogIndex>,
-    /// Striped locks serializing a manifest's push and delete in one
-    /// repository (never anything else): a delete cannot unlink a manifest
-    /// that a concurrent push of the same bytes has just acknowledged.
-    manifest_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// What each manifest references, remembered by garbage collection.
     gc_refs: Arc<std::sync::Mutex<std::collections::HashMap<Digest, Arc<retention::Refs>>>>,
     /// The pull-through cache in force, if any (swapped on reload).
@@ -157,7 +159,6 @@ impl Registry {
             options: Arc::new(options),
             sessions: Arc::default(),
             catalog: Arc::default(),
-            manifest_locks: Arc::new((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
             gc_refs: Arc::default(),
             pulls: Arc::default(),
             sync: Arc::default(),
@@ -167,16 +168,19 @@ impl Registry {
         }
     }
 
-    /// The stripe guarding one manifest of one repository.
-    pub(crate) fn manifest_lock(
+    /// The turn a manifest's push and delete in one repository take (and
+    /// nothing else), among everything sharing the store: a delete cannot
+    /// unlink a manifest that a concurrent push of the same bytes, on any
+    /// replica, has just acknowledged.
+    pub(crate) async fn manifest_turn(
         &self,
         repo: &berth_oci::RepoName,
         digest: &Digest,
-    ) -> &tokio::sync::Mutex<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (repo.as_str(), digest.as_str()).hash(&mut h);
-        &self.manifest_locks[(h.finish() % self.manifest_locks.len() as u64) as usize]
+    ) -> Result<berth_storage::Turn> {
+        Ok(self
+            .store
+            .exclusive(&keys::manifest_turn(repo, digest))
+            .await?)
     }
 
     /// Upload sessions this process is serving now.

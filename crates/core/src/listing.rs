@@ -18,6 +18,11 @@ use std::sync::RwLock;
 pub struct CatalogIndex {
     pub(crate) names: RwLock<BTreeSet<String>>,
     loaded: tokio::sync::OnceCell<()>,
+    /// With `Options::catalog_refresh`: when the last walk began.
+    walked_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Names noted since the last walk began (a walk must not drop them).
+    noted: std::sync::Mutex<BTreeSet<String>>,
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 /// One page of names.
@@ -121,6 +126,61 @@ impl Registry {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(repo.to_string());
         }
+        if self.options.catalog_refresh.is_some() {
+            self.catalog
+                .noted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(repo.to_string());
+        }
+    }
+
+    /// With `Options::catalog_refresh`, starts a walk in the background
+    /// when the last one began longer ago than that: names other replicas
+    /// created (or emptied) reach this one's index within the interval
+    /// plus one walk.
+    fn refresh_catalog_if_due(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(every) = self.options.catalog_refresh else {
+            return;
+        };
+        let due = self
+            .catalog
+            .walked_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|t| t.elapsed() >= every);
+        if !due || self.catalog.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.catalog
+                .noted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+            *me.catalog
+                .walked_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+            match me.walk_repositories().await {
+                Ok(walked) => {
+                    let mut names: BTreeSet<String> = walked.into_iter().collect();
+                    names.extend(
+                        me.catalog
+                            .noted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .iter()
+                            .cloned(),
+                    );
+                    *me.catalog.names.write().unwrap_or_else(|p| p.into_inner()) = names;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not refresh the catalog"),
+            }
+            me.catalog.refreshing.store(false, Ordering::Release);
+        });
     }
 
     /// Repository names, after `last`, at most `n`, among those `visible`
@@ -134,6 +194,11 @@ impl Registry {
         self.catalog
             .loaded
             .get_or_try_init(|| async {
+                *self
+                    .catalog
+                    .walked_at
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                 let walked = self.walk_repositories().await?;
                 self.catalog
                     .names
@@ -143,6 +208,7 @@ impl Registry {
                 Ok::<_, CoreError>(())
             })
             .await?;
+        self.refresh_catalog_if_due();
         let names = self.catalog.names.read().unwrap_or_else(|p| p.into_inner());
         let lower = last.map_or(Bound::Unbounded, Bound::Excluded);
         let mut iter = names

@@ -104,7 +104,7 @@ impl Registry {
             }
         }
 
-        let _serialized = self.manifest_lock(repo, &digest).lock().await;
+        let _turn = self.manifest_turn(repo, &digest).await?;
         // Content first, then the links that make it visible, the tag last:
         // a crash in between leaves unreferenced content, never a dangling tag.
         let size = body.len() as u64;
@@ -281,7 +281,7 @@ impl Registry {
             }
             Reference::Digest(d) => d,
         };
-        let _serialized = self.manifest_lock(repo, digest).lock().await;
+        let _turn = self.manifest_turn(repo, digest).await?;
         let link = keys::manifest_link(repo, digest);
         if self.store.stat(&link).await?.is_none() {
             return Err(CoreError::ManifestUnknown);

@@ -52,6 +52,9 @@ impl Registry {
     pub async fn flush_pulls(&self) -> Result<()> {
         let pending = std::mem::take(&mut *self.pulls.lock().unwrap_or_else(|p| p.into_inner()));
         for (repo, times) in pending {
+            // Read, merge and write in one turn: replicas flushing the same
+            // repository at once lose none of each other's times.
+            let _turn = self.store.exclusive(&keys::pulls(&repo)).await?;
             let mut stored = self.stored_pulls(&repo).await?;
             for (d, t) in times {
                 let at = stored.entry(d.to_string()).or_insert(0);

@@ -507,6 +507,7 @@ impl Registry {
         }
         // Forget the pull times of what went.
         if !report.manifests_removed.is_empty() {
+            let _turn = self.store.exclusive(&keys::pulls(repo)).await?;
             let mut stored = self.stored_pulls(repo).await?;
             let before = stored.len();
             for (_, d) in &report.manifests_removed {

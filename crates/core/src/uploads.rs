@@ -200,9 +200,24 @@ impl Registry {
                 )
             }
         };
-        let guard = s.lock_owned().await;
+        let mut guard = s.lock_owned().await;
         if guard.repo != *repo || guard.closed {
             return Err(CoreError::UploadUnknown);
+        }
+        // Another process sharing the store (a replica) may have appended
+        // to it, finished it or cancelled it meanwhile: the store decides.
+        match self.store.stage_size(id).await? {
+            Some(n) if n == guard.size => {}
+            Some(n) => {
+                guard.size = n;
+                guard.hasher = None; // it did not see those bytes
+            }
+            None if guard.size == 0 && self.store.stat(&keys::upload(id)).await?.is_some() => {}
+            None => {
+                guard.closed = true;
+                self.sessions.remove(id);
+                return Err(CoreError::UploadUnknown);
+            }
         }
         Ok(guard)
     }

@@ -68,6 +68,7 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
         http::Method::GET => {
             let keys: Vec<_> = table
                 .owned_by(&user)
+                .await?
                 .iter()
                 .map(ApiKey::public_view)
                 .collect();
@@ -99,7 +100,6 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             app.registry
                 .put_record(RecordKind::ApiKey, &record.hash, stored.into())
                 .await?;
-            table.insert(record.clone());
             tracing::info!(user = %user, key = %record.uuid, label = %record.label, "API key created");
             audit(app, "create api key", 201, &who, &parts, &record.uuid);
             let mut view = record.public_view();
@@ -111,11 +111,15 @@ async fn serve(app: &App, req: Request) -> Result<Response, ApiError> {
             let id = query.get("id").filter(|i| !i.is_empty()).ok_or_else(|| {
                 ApiError::with_detail(ErrorCode::Unsupported, "the id parameter is required")
             })?;
-            if let Some(k) = table.owned_by(&user).into_iter().find(|k| k.uuid == id) {
+            if let Some(k) = table
+                .owned_by(&user)
+                .await?
+                .into_iter()
+                .find(|k| k.uuid == id)
+            {
                 app.registry
                     .delete_record(RecordKind::ApiKey, &k.hash)
                     .await?;
-                table.remove(&k.hash);
                 tracing::info!(user = %user, key = %k.uuid, "API key revoked");
                 audit(app, "revoke api key", 200, &who, &parts, &k.uuid);
             }

@@ -20,8 +20,7 @@ use berth_core::Registry;
 use berth_oci::endpoint::Query;
 use berth_oci::{Endpoint, ErrorCode, Reference, RepoName};
 use http::{header, HeaderMap};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A refused request, with the identity it proved (if any): the audit trail
@@ -60,66 +59,53 @@ pub struct Access {
     pub tag_write: TagWrite,
 }
 
-/// API keys by hash, loaded from the registry's store at start.
-#[derive(Default)]
+/// API keys by hash, read from the registry's store at every use: no copy
+/// is kept, so a key revoked or minted on one replica is refused or
+/// accepted on every other at once (one indexed read per request that
+/// presents a key).
 pub struct KeyTable {
-    by_hash: RwLock<HashMap<String, ApiKey>>,
+    registry: Registry,
 }
 
 impl KeyTable {
-    pub async fn load(registry: &Registry) -> Result<KeyTable, berth_core::CoreError> {
-        let mut by_hash = HashMap::new();
-        for raw in registry.records(RecordKind::ApiKey).await? {
-            match serde_json::from_slice::<ApiKey>(&raw) {
-                Ok(k) => {
-                    by_hash.insert(k.hash.clone(), k);
-                }
-                Err(e) => tracing::warn!(error = %e, "unreadable API key record skipped"),
-            }
+    pub fn new(registry: &Registry) -> KeyTable {
+        KeyTable {
+            registry: registry.clone(),
         }
-        Ok(KeyTable {
-            by_hash: RwLock::new(by_hash),
-        })
     }
 
-    pub fn get(&self, hash: &str) -> Option<ApiKey> {
-        self.by_hash
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(hash)
-            .cloned()
+    /// The key with this hash, if one is stored (an unreadable record is
+    /// logged and treated as absent).
+    pub async fn get(&self, hash: &str) -> Result<Option<ApiKey>, berth_core::CoreError> {
+        let Some(raw) = self.registry.get_record(RecordKind::ApiKey, hash).await? else {
+            return Ok(None);
+        };
+        Ok(parse_key(&raw))
     }
 
-    pub fn insert(&self, key: ApiKey) {
-        self.by_hash
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.hash.clone(), key);
-    }
-
-    pub fn remove(&self, hash: &str) {
-        self.by_hash
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(hash);
-    }
-
-    pub fn owned_by(&self, owner: &str) -> Vec<ApiKey> {
+    /// The keys of one owner, oldest first.
+    pub async fn owned_by(&self, owner: &str) -> Result<Vec<ApiKey>, berth_core::CoreError> {
         let mut keys: Vec<ApiKey> = self
-            .by_hash
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
+            .registry
+            .records(RecordKind::ApiKey)
+            .await?
+            .iter()
+            .filter_map(|raw| parse_key(raw))
             .filter(|k| k.owner == owner)
-            .cloned()
             .collect();
         keys.sort_by(|a, b| {
             a.created_at
                 .cmp(&b.created_at)
                 .then_with(|| a.uuid.cmp(&b.uuid))
         });
-        keys
+        Ok(keys)
     }
+}
+
+fn parse_key(raw: &[u8]) -> Option<ApiKey> {
+    serde_json::from_slice::<ApiKey>(raw)
+        .inspect_err(|e| tracing::warn!(error = %e, "unreadable API key record skipped"))
+        .ok()
 }
 
 /// The authentication configuration in force.
@@ -226,10 +212,7 @@ impl Auth {
         };
         // zot turns API keys on whenever OpenID is configured.
         let api_keys = if a.apikey == Some(true) || a.openid.is_some() {
-            let table = KeyTable::load(registry)
-                .await
-                .map_err(|e| format!("loading API keys: {e}"))?;
-            Some(Arc::new(table))
+            Some(Arc::new(KeyTable::new(registry)))
         } else {
             None
         };
@@ -265,14 +248,12 @@ impl Auth {
     }
 
     /// The next configuration's authentication, keeping what is state
-    /// rather than configuration: login sessions and the loaded API key
-    /// table. Provider settings (secrets, allowed origins) take effect.
+    /// rather than configuration: login sessions (their cookie key).
+    /// Provider settings (secrets, allowed origins) take effect. API keys
+    /// need nothing carried: they are read from the store at each use.
     pub fn carry_over(mut self, old: &Auth) -> Auth {
         if self.sessions.is_some() && old.sessions.is_some() {
             self.sessions = old.sessions.clone();
-        }
-        if self.api_keys.is_some() && old.api_keys.is_some() {
-            self.api_keys = old.api_keys.clone();
         }
         self
     }
@@ -330,7 +311,12 @@ impl Auth {
         // An API key is recognised by its prefix and looked up by hash
         // first: cheap, and it spares a password check that must fail.
         if let (Some(keys), Some(hash)) = (&self.api_keys, apikey::hash_of(&password)) {
-            if let Some(k) = keys.get(&hash) {
+            let found = keys.get(&hash).await.unwrap_or_else(|e| {
+                // Refused below like a wrong key, never let through.
+                tracing::error!(error = %e, "cannot read the API key store");
+                None
+            });
+            if let Some(k) = found {
                 // A key minted with a password lives only as long as that
                 // password's user, and acts with today's static groups.
                 let by_password = k.minted_by == "htpasswd";

@@ -159,6 +159,27 @@ where
     })
 }
 
+/// Opens the shared store of a configuration, as start-up does.
+fn verify_store(s: &Settings) -> Result<(), config::ConfigError> {
+    let origin = s
+        .config_path
+        .as_ref()
+        .map_or(String::new(), |p| p.display().to_string());
+    let failed = |message: String| config::ConfigError::Key {
+        path: origin.clone(),
+        key: "storage".into(),
+        message,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    runtime
+        .block_on(berth_server::store::open(s))
+        .map(|_| ())
+        .map_err(failed)
+}
+
 /// Paces progress lines: `due` is true at most once a second.
 struct Every {
     last: std::time::Instant,
@@ -381,6 +402,12 @@ fn main() -> ExitCode {
             // The same checks `serve` makes before it starts.
             let checked = settings_from(&config)
                 .and_then(|s| config::check::check(&s).map(|warnings| (s, warnings)));
+            // The shared store is opened as `serve` opens it: unreachable,
+            // or refusing the credentials, it is refused here too.
+            let checked = checked.and_then(|(s, w)| match &s.shared {
+                None => Ok((s, w)),
+                Some(_) => verify_store(&s).map(|()| (s, w)),
+            });
             match checked {
                 Ok((s, warnings)) => {
                     println!("{}: valid", config.display());

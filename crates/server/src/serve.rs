@@ -125,6 +125,10 @@ async fn shutdown_signal() {
     }
 }
 
+/// How stale a replica's catalog index may get on the shared store (plus
+/// the time of one walk).
+pub const CATALOG_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Builds the registry for the settings and serves until a signal arrives.
 pub async fn run(settings: Settings) -> Result<(), BoxError> {
     for feature in &settings.inactive {
@@ -134,7 +138,13 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
         tracing::error!("only authentication methods this build cannot check are configured: every registry request will be refused");
     }
     let store = crate::store::open(&settings).await?;
-    let registry = Registry::new(store, Options::default());
+    // On the shared store other replicas create repositories too: the
+    // catalog index is walked again when older than this.
+    let options = Options {
+        catalog_refresh: settings.shared.as_ref().map(|_| CATALOG_REFRESH),
+        ..Options::default()
+    };
+    let registry = Registry::new(store, options);
     let sync = crate::config::build_sync(&settings)?;
     let tls = settings.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind((settings.address.as_str(), settings.port))

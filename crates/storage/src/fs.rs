@@ -33,6 +33,8 @@ pub struct FsBackend {
     sync_data: bool,
     /// Write large uploads with `O_DIRECT` where the filesystem takes it.
     direct: bool,
+    /// One store, one process: turns are local locks.
+    turns: std::sync::Arc<crate::LocalTurns>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -120,6 +122,7 @@ impl FsBackend {
             root,
             sync_data,
             direct: true,
+            turns: Default::default(),
         })
     }
 
@@ -131,6 +134,7 @@ impl FsBackend {
             root: root.into(),
             sync_data: false,
             direct: false,
+            turns: Default::default(),
         }
     }
 
@@ -511,6 +515,10 @@ impl Backend for FsBackend {
             Ok(out)
         })
         .await
+    }
+
+    async fn exclusive(&self, name: &str) -> Result<crate::Turn> {
+        Ok(self.turns.take(name).await)
     }
 }
 

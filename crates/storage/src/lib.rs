@@ -137,6 +137,55 @@ pub trait Backend: Send + Sync + 'static {
     async fn stage_delete(&self, id: &str) -> Result<()>;
     /// Staged uploads with their last modification time.
     async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>>;
+
+    /// Waits for the turn named `name` among everything that shares this
+    /// store (this process alone on a filesystem, every replica on the
+    /// shared store); the turn lasts until the guard is dropped. Unrelated
+    /// names may share a turn (they are hashed), never the reverse.
+    async fn exclusive(&self, name: &str) -> Result<Turn>;
+}
+
+/// A turn taken with [`Backend::exclusive`], given back when dropped.
+pub struct Turn(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl Turn {
+    pub fn new(held: impl Send + Sync + 'static) -> Turn {
+        Turn(Box::new(held))
+    }
+}
+
+/// Turns within one process: 64 striped locks.
+pub struct LocalTurns {
+    stripes: Vec<std::sync::Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Default for LocalTurns {
+    fn default() -> LocalTurns {
+        LocalTurns {
+            stripes: (0..64).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LocalTurns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalTurns")
+    }
+}
+
+impl LocalTurns {
+    pub async fn take(&self, name: &str) -> Turn {
+        let stripe = (turn_hash(name) % self.stripes.len() as u64) as usize;
+        Turn::new(self.stripes[stripe].clone().lock_owned().await)
+    }
+}
+
+/// A stable 64-bit hash of a turn's name (FNV-1a): the same in every
+/// process, so replicas agree on it.
+pub fn turn_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Checks a key (or prefix, which may be empty) before it touches a store.

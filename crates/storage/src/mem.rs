@@ -19,6 +19,7 @@ struct Inner {
 #[derive(Default, Clone)]
 pub struct MemBackend {
     inner: Arc<Mutex<Inner>>,
+    turns: Arc<crate::LocalTurns>,
 }
 
 impl MemBackend {
@@ -249,6 +250,10 @@ impl Backend for MemBackend {
             .iter()
             .map(|(k, (_, t))| (k.clone(), *t))
             .collect())
+    }
+
+    async fn exclusive(&self, name: &str) -> Result<crate::Turn> {
+        Ok(self.turns.take(name).await)
     }
 }
 

@@ -269,4 +269,8 @@ impl Backend for Pausing {
     async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>> {
         self.inner.stage_list().await
     }
+
+    async fn exclusive(&self, name: &str) -> Result<crate::Turn> {
+        self.inner.exclusive(name).await
+    }
 }

@@ -189,6 +189,41 @@ pub async fn run(store: &dyn Backend) {
 
     large_stages(store).await;
     pins(store).await;
+    turns(store).await;
+}
+
+/// A turn is held by one caller at a time; a caller that stops waiting
+/// leaves nothing held.
+async fn turns(store: &dyn Backend) {
+    use std::time::Duration;
+    let held = store.exclusive("manifest a@b").await.unwrap();
+    {
+        let waiter = store.exclusive("manifest a@b");
+        tokio::pin!(waiter);
+        // However long it is polled, it cannot get the turn while held.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut waiter)
+                .await
+                .is_err()
+        );
+        drop(held);
+        let next = tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("the turn is given back when dropped")
+            .unwrap();
+        // A caller that gives up waiting...
+        let gave_up = store.exclusive("manifest a@b");
+        assert!(tokio::time::timeout(Duration::from_millis(100), gave_up)
+            .await
+            .is_err());
+        drop(next);
+    }
+    // ...holds nothing once the turn is free.
+    let last = tokio::time::timeout(Duration::from_secs(30), store.exclusive("manifest a@b"))
+        .await
+        .expect("a waiter that gave up holds nothing")
+        .unwrap();
+    drop(last);
 }
 
 /// Bytes that tell every position apart.

@@ -264,6 +264,12 @@ pub fn resolve(
             if let Err(e) = berth_storage::cluster::ClusterBackend::pool(&url, 1) {
                 return Err(("storage.cacheDriver.url".into(), e.to_string()));
             }
+            if berth_storage::cluster::ClusterBackend::wants_tls(&url) {
+                return Err((
+                    "storage.cacheDriver.url".into(),
+                    "sslmode=require or verify-*: TLS to PostgreSQL is not in this build (keep the database on a private network, sslmode=disable)".into(),
+                ));
+            }
             let max = match c.get("maxconnections") {
                 None | Some(Value::Null) => 16,
                 Some(Value::Number(n)) => match n.as_u64() {
@@ -384,6 +390,11 @@ mod tests {
         assert_eq!(
             key(resolve(Some(&typo), Some(&pg), &mut inactive)),
             "storage.storageDriver.bukcet"
+        );
+        let tls = map(r#"{"name":"postgres","url":"postgres://h/db?sslmode=require"}"#);
+        assert_eq!(
+            key(resolve(Some(&s3), Some(&tls), &mut inactive)),
+            "storage.cacheDriver.url"
         );
         let bad_url = map(r#"{"name":"postgres","url":"mysql://h/db"}"#);
         assert_eq!(

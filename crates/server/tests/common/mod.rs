@@ -4,6 +4,7 @@
 
 pub mod gate;
 pub mod layout;
+pub mod spread;
 
 use reqwest::{Client, Method, Response, StatusCode};
 use sha2::Digest as _;
@@ -48,6 +49,14 @@ fn shared_backends() -> Arc<SharedBackends> {
     });
     *g = Arc::downgrade(&b);
     b
+}
+
+/// A fresh place of the shared store: its backends, `storage` keys and
+/// database URL.
+fn fresh_shared() -> (Arc<SharedBackends>, String, String) {
+    let b = shared_backends();
+    let (keys, url) = shared_storage_keys(&b);
+    (b, keys, url)
 }
 
 /// The `storage` keys (after `rootDirectory`) that put a server on a fresh
@@ -143,6 +152,31 @@ impl Server {
     }
 
     fn start_full(extra: &str, nofile: Option<u64>, prepare: impl FnOnce(&Path)) -> Server {
+        Server::start_on(extra, nofile, prepare, shared_mode().then(fresh_shared))
+    }
+
+    /// Starts Berth on a fresh place of the shared store (PostgreSQL and
+    /// Garage), whatever the mode of the run.
+    pub fn start_shared(extra: &str) -> Server {
+        Server::start_on(extra, None, |_| {}, Some(fresh_shared()))
+    }
+
+    /// Starts another replica of this server: the same configuration on
+    /// the same shared store, its own process and local directory.
+    pub fn replica(&self) -> Server {
+        let shared = self
+            .shared
+            .clone()
+            .expect("replicas share the shared store");
+        Server::start_on(&self.extra, self.nofile, |_| {}, Some(shared))
+    }
+
+    fn start_on(
+        extra: &str,
+        nofile: Option<u64>,
+        prepare: impl FnOnce(&Path),
+        shared: Option<(Arc<SharedBackends>, String, String)>,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(&dir.path().join("data"));
         let mut s = Server {
@@ -156,11 +190,7 @@ impl Server {
             extra: extra.to_owned(),
             auth: std::sync::Mutex::new(None),
             nofile,
-            shared: shared_mode().then(|| {
-                let b = shared_backends();
-                let (keys, url) = shared_storage_keys(&b);
-                (b, keys, url)
-            }),
+            shared,
         };
         s.boot();
         s

@@ -164,6 +164,7 @@ impl ClusterBackend {
             }),
         };
         store.migrate().await?;
+        store.probe().await?;
         Ok(store)
     }
 
@@ -212,8 +213,24 @@ impl ClusterBackend {
         client.query_opt(sql, &[&key]).await.map_err(db)
     }
 
+    /// Whether a URL insists on TLS (`sslmode=require`), which this build's
+    /// connections do not speak (`prefer`, the default, falls back).
+    pub fn wants_tls(url: &str) -> bool {
+        url.parse::<tokio_postgres::Config>()
+            .is_ok_and(|c| c.get_ssl_mode() == tokio_postgres::config::SslMode::Require)
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.inner.pool.get().await.map_err(db)
+    }
+
+    /// Asks the object store for an object that is never written: "not
+    /// found" shows the bucket is reachable with these credentials.
+    async fn probe(&self) -> Result<()> {
+        match self.inner.objects.head(&self.object_path("probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(objects_error(e)),
+        }
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -614,6 +631,37 @@ impl ClusterBackend {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)
+    }
+}
+
+/// An advisory lock held on a pooled connection.
+struct PgTurn {
+    client: Option<deadpool_postgres::Object>,
+    key: i64,
+}
+
+impl Drop for PgTurn {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime left: closing the connection releases the lock.
+            drop(deadpool_postgres::Object::take(client));
+            return;
+        };
+        let key = self.key;
+        rt.spawn(async move {
+            match client
+                .query_one("SELECT pg_advisory_unlock($1)", &[&key])
+                .await
+            {
+                Ok(r) if r.get::<_, bool>(0) => {} // back to the pool
+                // Not released (or not knowable): the connection closes,
+                // which releases every lock it held.
+                _ => drop(deadpool_postgres::Object::take(client)),
+            }
+        });
     }
 }
 
@@ -1019,6 +1067,30 @@ impl Backend for ClusterBackend {
             .iter()
             .map(|r| (r.get(0), micros_to_time(r.get(1))))
             .collect())
+    }
+
+    async fn exclusive(&self, name: &str) -> Result<crate::Turn> {
+        // A session-level advisory lock on a connection of its own, held by
+        // the turn. Taken in a task of its own: if the caller stops
+        // waiting, a lock granted afterwards is given back at once rather
+        // than left on a pooled connection.
+        let key = crate::turn_hash(name) as i64;
+        let client = self.client().await?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let taken = client
+                .execute("SELECT pg_advisory_lock($1)", &[&key])
+                .await
+                .map(|_| PgTurn {
+                    client: Some(client),
+                    key,
+                })
+                .map_err(db);
+            // A turn nobody waits for any more is dropped: unlocked.
+            let _ = tx.send(taken);
+        });
+        let turn = rx.await.map_err(|_| db("the lock task ended"))??;
+        Ok(crate::Turn::new(turn))
     }
 }
 

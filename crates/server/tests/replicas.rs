@@ -1,0 +1,252 @@
+//! Several replicas on one shared store (S3 on a real Garage, state in a
+//! real PostgreSQL): real clients through a round-robin balancer, an upload
+//! that moves between replicas, and an API key revoked on one replica and
+//! refused on the others at once. These tests start the shared store
+//! whatever the mode of the run.
+
+mod common;
+
+use common::spread::RoundRobin;
+use common::*;
+use reqwest::{Method, StatusCode};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn replicas(extra: &str) -> Vec<Server> {
+    let first = Server::start_shared(extra);
+    let second = first.replica();
+    let third = first.replica();
+    vec![first, second, third]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_behind_round_robin_serve_one_registry() {
+    let rs = replicas("");
+    let lb = RoundRobin::start(&rs.iter().map(|s| s.base.clone()).collect::<Vec<_>>()).await;
+    let work = tempfile::tempdir().unwrap();
+    let auth = work.path().join("auth.json");
+    std::fs::write(&auth, "{}").unwrap();
+    let host = lb.host();
+    let skopeo = |args: &[&str]| {
+        let mut c = Command::new("skopeo");
+        c.env("REGISTRY_AUTH_FILE", &auth).args(args);
+        c
+    };
+    // skopeo's requests of one push (blob uploads, chunks, the manifest)
+    // land on the replicas in turn.
+    let single = work.path().join("single");
+    let d1 = layout::single(&single, "v1", 21);
+    run(&mut skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", single.display()),
+        &format!("docker://{host}/team/app:v1"),
+    ]));
+    let multi = work.path().join("multi");
+    let d2 = layout::multi(&multi, "v2", 23);
+    run(&mut skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v2", multi.display()),
+        &format!("docker://{host}/team/app:v2"),
+    ]));
+    assert!(
+        lb.counts().iter().all(|&n| n > 5),
+        "every replica took part: {:?}",
+        lb.counts()
+    );
+    // Pulled back through the balancer, byte for byte.
+    let out = work.path().join("out");
+    run(&mut skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/team/app:v2"),
+        &format!("oci:{}:v2", out.display()),
+    ]));
+    for (tag, digest) in [("v1", &d1), ("v2", &d2)] {
+        let raw = run(&mut skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{host}/team/app:{tag}"),
+        ]));
+        assert_eq!(&sha256(raw.as_bytes()), digest);
+    }
+    // Every replica answers for all of it: tags at once, the catalog
+    // within its refresh interval (5 s, plus one walk).
+    for s in &rs {
+        let tags = s.get("/v2/team/app/tags/list").await.json_body().await;
+        assert_eq!(tags["tags"], serde_json::json!(["v1", "v2"]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let c = s.get("/v2/_catalog").await.json_body().await;
+            if c["repositories"] == serde_json::json!(["team/app"]) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "catalog of {}: {c}", s.base);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_upload_moves_between_replicas() {
+    let rs = replicas("");
+    let data = bytes(31, 20_000_000);
+    let digest = sha256(&data);
+    // Started on the first replica...
+    let r = rs[0]
+        .send(
+            Method::POST,
+            "/v2/moving/blob/blobs/uploads/",
+            &[],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = location(&r);
+    // ...its first chunk on the second, its status asked of the third...
+    let first = 9_000_000;
+    let r = rs[1]
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", &format!("0-{}", first - 1))],
+            data[..first].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", rs[1].log());
+    let r = rs[2].get(&loc).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), format!("0-{}", first - 1));
+    // ...a chunk out of order refused by the first, the rest accepted
+    // there, and the upload finished on the third.
+    let r = rs[0]
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", "100-199")],
+            data[100..200].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    let r = rs[0]
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-range", &format!("{first}-{}", data.len() - 1))],
+            data[first..].to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = rs[2].finish_upload(&loc, &digest).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", rs[2].log());
+    for s in &rs {
+        assert!(s.blob("moving/blob", &digest).await == data, "{}", s.base);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_revoked_on_one_replica_is_refused_on_every_other_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    write_htpasswd(&path, &[("ci", "ci-pw")]);
+    let rs = replicas(&format!(
+        r#","http":{{"address":"127.0.0.1","port":"0",
+        "auth":{{"htpasswd":{{"path":{:?}}},"apikey":true}},
+        "accessControl":{{"repositories":{{"**":{{"policies":[{{"users":["ci"],"actions":["read","create"]}}]}}}}}}}}"#,
+        path.display().to_string()
+    ));
+    // Minted on the first replica.
+    rs[0].login(Some("ci:ci-pw"));
+    let r = rs[0]
+        .send(
+            Method::POST,
+            "/zot/auth/apikey",
+            &[("content-type", "application/json")],
+            br#"{"label":"ci"}"#.to_vec(),
+        )
+        .await;
+    let minted = expect_status(r, StatusCode::CREATED)
+        .await
+        .json_body()
+        .await;
+    let key = minted["apiKey"].as_str().unwrap().to_owned();
+    let id = minted["uuid"].as_str().unwrap().to_owned();
+    // Accepted by the others at once.
+    for s in &rs[1..] {
+        s.login(Some(&format!("ci:{key}")));
+        assert_eq!(s.get("/v2/").await.status(), StatusCode::OK, "{}", s.base);
+    }
+    // Revoked on the third...
+    rs[2].login(Some("ci:ci-pw"));
+    let r = rs[2].delete(&format!("/zot/auth/apikey?id={id}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // ...and refused by every replica on the next request.
+    for s in &rs {
+        s.login(Some(&format!("ci:{key}")));
+        assert_eq!(
+            s.get("/v2/").await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{}",
+            s.base
+        );
+    }
+}
+
+#[test]
+fn verify_opens_the_shared_store_as_serve_does() {
+    let s = Server::start_shared("");
+    let verify = |keys: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"storage":{{"rootDirectory":{:?}{keys}}}}}"#,
+                dir.path().join("data").display().to_string()
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("verify")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = verify(s.storage_keys());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing listens there: refused, as serve would refuse to start.
+    let dead = format!("postgres://berth@127.0.0.1:{}/x", free_port());
+    let unreachable = s
+        .storage_keys()
+        .split(r#""url":""#)
+        .next()
+        .unwrap()
+        .to_owned()
+        + &format!(r#""url":"{dead}"}}"#);
+    let out = verify(&unreachable);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("storage"), "{err}");
+    // Wrong S3 credentials: refused too.
+    let wrong = s
+        .storage_keys()
+        .replace(berth_storage::garage_harness::SECRET, &"f".repeat(64));
+    let out = verify(&wrong);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
