@@ -250,3 +250,137 @@ fn verify_opens_the_shared_store_as_serve_does() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// One push over plain HTTP that reports failure instead of panicking (its
+/// replica may be killed under it): a blob, a config, a manifest tagged
+/// `p{i}`. `Some` only when every step was acknowledged.
+async fn try_push(base: &str, i: usize) -> Option<(String, Vec<u8>, Vec<Vec<u8>>)> {
+    let client = reqwest::Client::new();
+    let repo = format!("load/p{}", i % 5);
+    let layer = bytes(1000 + i as u64, 300_000 + 7919 * i);
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","n":{i}}}"#).into_bytes();
+    for data in [&layer, &config] {
+        let r = client
+            .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .ok()?;
+        if r.status() != StatusCode::ACCEPTED {
+            return None;
+        }
+        let loc = location(&r);
+        let url = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("{base}{loc}")
+        };
+        let r = client
+            .put(with_query(&url, &format!("digest={}", sha256(data))))
+            .body(data.clone())
+            .send()
+            .await
+            .ok()?;
+        if r.status() != StatusCode::CREATED {
+            return None;
+        }
+    }
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{}","size":{}}},"layers":[{{"mediaType":"{OCI_LAYER}","digest":"{}","size":{}}}]}}"#,
+        sha256(&config),
+        config.len(),
+        sha256(&layer),
+        layer.len()
+    );
+    let r = client
+        .put(format!("{base}/v2/{repo}/manifests/p{i}"))
+        .header("content-type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .ok()?;
+    (r.status() == StatusCode::CREATED).then(|| (repo, manifest.into_bytes(), vec![layer, config]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_fifty_pushes_loses_nothing_acknowledged() {
+    let rs = replicas("");
+    let victim = rs[0].pid();
+    let acked = std::sync::atomic::AtomicUsize::new(0);
+    let pushes = (0..50).map(|i| {
+        let base = rs[i % 3].base.clone();
+        let acked = &acked;
+        async move {
+            let got = try_push(&base, i).await;
+            if got.is_some() {
+                acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            (i, got)
+        }
+    });
+    // SIGKILL the first replica once some pushes were acknowledged, while
+    // the others are under way.
+    let killer = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.load(std::sync::atomic::Ordering::SeqCst) < 8 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+    };
+    let (results, ()) = tokio::join!(futures_util::future::join_all(pushes), killer);
+    let ok: Vec<_> = results
+        .iter()
+        .filter_map(|(i, r)| r.as_ref().map(|r| (*i, r)))
+        .collect();
+    let lost_to_kill = results
+        .iter()
+        .filter(|(i, r)| r.is_none() && i % 3 == 0)
+        .count();
+    assert!(
+        ok.len() >= 33,
+        "the survivors' pushes succeed: {}",
+        ok.len()
+    );
+    assert!(
+        lost_to_kill > 0,
+        "the kill came while pushes to it were under way"
+    );
+    // Every acknowledged push reads back whole from every survivor.
+    for s in &rs[1..] {
+        for (i, (repo, manifest, blobs)) in &ok {
+            let r = s.get(&format!("/v2/{repo}/manifests/p{i}")).await;
+            assert_eq!(r.status(), StatusCode::OK, "p{i} on {}", s.base);
+            assert_eq!(r.bytes().await.unwrap().to_vec(), *manifest);
+            for b in blobs {
+                assert!(s.blob(repo, &sha256(b)).await == *b, "p{i} blob");
+            }
+        }
+    }
+    // Nothing partial is visible: whatever a killed push left that is
+    // served at all is served whole.
+    let s = &rs[1];
+    for (i, r) in &results {
+        if r.is_some() {
+            continue;
+        }
+        let repo = format!("load/p{}", i % 5);
+        let m = s.get(&format!("/v2/{repo}/manifests/p{i}")).await;
+        if m.status() == StatusCode::OK {
+            let body = m.bytes().await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            for d in [&v["config"]["digest"], &v["layers"][0]["digest"]] {
+                let d = d.as_str().unwrap();
+                assert_eq!(sha256(&s.blob(&repo, d).await), d);
+            }
+        }
+        let layer = bytes(1000 + *i as u64, 300_000 + 7919 * i);
+        let d = sha256(&layer);
+        let h = s.head(&format!("/v2/{repo}/blobs/{d}")).await;
+        if h.status() == StatusCode::OK {
+            assert!(
+                s.blob(&repo, &d).await == layer,
+                "a partial blob of p{i} is served"
+            );
+        }
+    }
+}
