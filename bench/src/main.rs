@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod rawpush;
+mod s3;
 mod soak;
 
 #[derive(Parser)]
@@ -91,6 +92,9 @@ enum Cmd {
     /// `sendfile(2)` or in small pieces, monolithic or chunked. Prints the
     /// seconds from the POST to the 201.
     PushFile(rawpush::Push),
+    /// A plain S3 client's upload or download of a file (the baseline of
+    /// bench/shared.sh). Prints the seconds it took.
+    S3(s3::S3),
     /// Milliseconds until a URL answers 200.
     WaitReady {
         #[arg(long)]
@@ -377,6 +381,10 @@ async fn main() -> Result<(), Error> {
             if !ok {
                 std::process::exit(1);
             }
+        }
+        Cmd::S3(op) => {
+            let secs = op.run().await?;
+            println!("{}", serde_json::json!({ "seconds": secs }));
         }
         Cmd::PushFile(push) => {
             let secs = tokio::task::spawn_blocking(move || push.run()).await??;

@@ -45,14 +45,29 @@ impl Registry {
         reference: &Reference,
     ) -> Result<StoredManifest> {
         let (digest, media_type) = self.resolve_manifest(repo, reference).await?;
-        let body = self
-            .store
-            .get(&keys::blob(&digest))
-            .await?
-            .ok_or(CoreError::ManifestUnknown)?;
-        if Digest::of(digest.algorithm(), &body) != digest {
-            return Err(CoreError::Corrupt(digest));
-        }
+        let cached = self
+            .manifest_bodies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest);
+        let body = match cached {
+            Some(body) => body,
+            None => {
+                let body = self
+                    .store
+                    .get(&keys::blob(&digest))
+                    .await?
+                    .ok_or(CoreError::ManifestUnknown)?;
+                if Digest::of(digest.algorithm(), &body) != digest {
+                    return Err(CoreError::Corrupt(digest));
+                }
+                self.manifest_bodies
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(digest.clone(), body.clone());
+                body
+            }
+        };
         Ok(StoredManifest {
             digest,
             media_type,

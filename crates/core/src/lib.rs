@@ -150,6 +150,41 @@ pub struct Registry {
     pulls: Arc<std::sync::Mutex<PullTimes>>,
     /// The collection lease this process holds, if any (see [`lease`]).
     held_lease: Arc<std::sync::Mutex<Option<bytes::Bytes>>>,
+    /// Manifest bodies by digest, verified when read: content never
+    /// changes, so this is never stale (whether a repository or tag still
+    /// names it is asked of the store every time).
+    manifest_bodies: Arc<std::sync::Mutex<ManifestBodies>>,
+}
+
+/// A bounded cache of manifest bodies (at most 16 MiB in all).
+#[derive(Default)]
+struct ManifestBodies {
+    by_digest: std::collections::HashMap<Digest, bytes::Bytes>,
+    bytes: usize,
+}
+
+impl ManifestBodies {
+    const BUDGET: usize = 16 * 1024 * 1024;
+
+    fn get(&self, d: &Digest) -> Option<bytes::Bytes> {
+        self.by_digest.get(d).cloned()
+    }
+
+    fn insert(&mut self, d: Digest, body: bytes::Bytes) {
+        if body.len() > Self::BUDGET / 16 || self.by_digest.contains_key(&d) {
+            return;
+        }
+        while self.bytes + body.len() > Self::BUDGET {
+            let Some(k) = self.by_digest.keys().next().cloned() else {
+                break;
+            };
+            if let Some(b) = self.by_digest.remove(&k) {
+                self.bytes -= b.len();
+            }
+        }
+        self.bytes += body.len();
+        self.by_digest.insert(d, body);
+    }
 }
 
 impl Registry {
@@ -165,6 +200,7 @@ impl Registry {
             sync_stats: Arc::default(),
             blob_sizes: Arc::default(),
             held_lease: Arc::default(),
+            manifest_bodies: Arc::default(),
         }
     }
 

@@ -8,8 +8,10 @@ mod common;
 
 use common::spread::RoundRobin;
 use common::*;
+use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn replicas(extra: &str) -> Vec<Server> {
@@ -254,12 +256,21 @@ fn verify_opens_the_shared_store_as_serve_does() {
 /// One push over plain HTTP that reports failure instead of panicking (its
 /// replica may be killed under it): a blob, a config, a manifest tagged
 /// `p{i}`. `Some` only when every step was acknowledged.
-async fn try_push(base: &str, i: usize) -> Option<(String, Vec<u8>, Vec<Vec<u8>>)> {
+/// With `hold`, the layer's body stops halfway (counted in `hold.0`) until
+/// `hold.1` says the replica was killed: a push caught in the middle.
+async fn try_push(
+    base: &str,
+    i: usize,
+    hold: Option<(
+        Arc<std::sync::atomic::AtomicUsize>,
+        tokio::sync::watch::Receiver<bool>,
+    )>,
+) -> Option<(String, Vec<u8>, Vec<Vec<u8>>)> {
     let client = reqwest::Client::new();
     let repo = format!("load/p{}", i % 5);
     let layer = bytes(1000 + i as u64, 300_000 + 7919 * i);
     let config = format!(r#"{{"architecture":"amd64","os":"linux","n":{i}}}"#).into_bytes();
-    for data in [&layer, &config] {
+    for (n, data) in [&layer, &config].into_iter().enumerate() {
         let r = client
             .post(format!("{base}/v2/{repo}/blobs/uploads/"))
             .send()
@@ -274,9 +285,32 @@ async fn try_push(base: &str, i: usize) -> Option<(String, Vec<u8>, Vec<Vec<u8>>
         } else {
             format!("{base}{loc}")
         };
+        let body = match (&hold, n) {
+            (Some((halfway, killed)), 0) => {
+                let (first, rest) = data.split_at(data.len() / 2);
+                let (first, rest) = (first.to_vec(), rest.to_vec());
+                let (halfway, killed) = (halfway.clone(), killed.clone());
+                let pieces = futures_util::stream::iter([0, 1]).then(move |k| {
+                    let (first, rest) = (first.clone(), rest.clone());
+                    let halfway = halfway.clone();
+                    let mut killed = killed.clone();
+                    async move {
+                        if k == 0 {
+                            return Ok::<_, std::io::Error>(first);
+                        }
+                        halfway.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let _ = killed.wait_for(|k| *k).await;
+                        Ok(rest)
+                    }
+                });
+                reqwest::Body::wrap_stream(pieces)
+            }
+            _ => reqwest::Body::from(data.clone()),
+        };
         let r = client
             .put(with_query(&url, &format!("digest={}", sha256(data))))
-            .body(data.clone())
+            .header("content-length", data.len())
+            .body(body)
             .send()
             .await
             .ok()?;
@@ -306,26 +340,36 @@ async fn a_replica_killed_under_fifty_pushes_loses_nothing_acknowledged() {
     let rs = replicas("");
     let victim = rs[0].pid();
     let acked = std::sync::atomic::AtomicUsize::new(0);
+    // The first replica's pushes stop halfway through their layer until it
+    // is killed: each of them is caught in the middle, by construction.
+    let halfway = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (killed_tx, killed_rx) = tokio::sync::watch::channel(false);
+    let on_victim = (0..50).filter(|i| i % 3 == 0).count();
     let pushes = (0..50).map(|i| {
         let base = rs[i % 3].base.clone();
+        let hold = (i % 3 == 0).then(|| (halfway.clone(), killed_rx.clone()));
         let acked = &acked;
         async move {
-            let got = try_push(&base, i).await;
+            let got = try_push(&base, i, hold).await;
             if got.is_some() {
                 acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             (i, got)
         }
     });
-    // SIGKILL the first replica once some pushes were acknowledged, while
-    // the others are under way.
+    // SIGKILL the first replica once every push to it is halfway and some
+    // pushes to the others were acknowledged (the rest are under way).
     let killer = async {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while acked.load(std::sync::atomic::Ordering::SeqCst) < 8 && Instant::now() < deadline {
+        while (halfway.load(std::sync::atomic::Ordering::SeqCst) < on_victim
+            || acked.load(std::sync::atomic::Ordering::SeqCst) < 8)
+            && Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+        let _ = killed_tx.send(true);
     };
     let (results, ()) = tokio::join!(futures_util::future::join_all(pushes), killer);
     let ok: Vec<_> = results
@@ -336,14 +380,14 @@ async fn a_replica_killed_under_fifty_pushes_loses_nothing_acknowledged() {
         .iter()
         .filter(|(i, r)| r.is_none() && i % 3 == 0)
         .count();
-    assert!(
-        ok.len() >= 33,
-        "the survivors' pushes succeed: {}",
-        ok.len()
+    assert_eq!(
+        ok.len(),
+        50 - on_victim,
+        "the survivors' pushes all succeed"
     );
-    assert!(
-        lost_to_kill > 0,
-        "the kill came while pushes to it were under way"
+    assert_eq!(
+        lost_to_kill, on_victim,
+        "every push to the killed replica was cut"
     );
     // Every acknowledged push reads back whole from every survivor.
     for s in &rs[1..] {

@@ -93,6 +93,44 @@ async fn begin(
     Ok(tx)
 }
 
+/// Statements are prepared once per connection (deadpool keeps them), so
+/// each query is one round trip.
+async fn opt<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::result::Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+    let st = c.prepare_cached(sql).await?;
+    c.query_opt(&st, p).await
+}
+
+async fn one<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::result::Result<tokio_postgres::Row, tokio_postgres::Error> {
+    let st = c.prepare_cached(sql).await?;
+    c.query_one(&st, p).await
+}
+
+async fn all<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::result::Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let st = c.prepare_cached(sql).await?;
+    c.query(&st, p).await
+}
+
+async fn exec<C: GenericClient>(
+    c: &C,
+    sql: &str,
+    p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    let st = c.prepare_cached(sql).await?;
+    c.execute(&st, p).await
+}
+
 /// `parent` and `name` of a key (`""` parent at the root).
 fn split(key: &str) -> (&str, &str) {
     key.rsplit_once('/').unwrap_or(("", key))
@@ -210,7 +248,7 @@ impl ClusterBackend {
     async fn object_row(&self, sql: &str, key: &str) -> Result<Option<tokio_postgres::Row>> {
         check_key(key, false)?;
         let client = self.client().await?;
-        client.query_opt(sql, &[&key]).await.map_err(db)
+        opt(&client, sql, &[&key]).await.map_err(db)
     }
 
     /// Whether a URL insists on TLS (`sslmode=require`), which this build's
@@ -236,7 +274,7 @@ impl ClusterBackend {
     async fn migrate(&self) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        exec(&tx, "SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(db)?;
         tx.batch_execute(
@@ -244,14 +282,13 @@ impl ClusterBackend {
         )
         .await
         .map_err(db)?;
-        let done: Option<i32> = tx
-            .query_one("SELECT max(version) FROM berth_schema", &[])
+        let done: Option<i32> = one(&tx, "SELECT max(version) FROM berth_schema", &[])
             .await
             .map_err(db)?
             .get(0);
         if done.unwrap_or(0) < 1 {
             tx.batch_execute(SCHEMA).await.map_err(db)?;
-            tx.execute("INSERT INTO berth_schema (version) VALUES (1)", &[])
+            exec(&tx, "INSERT INTO berth_schema (version) VALUES (1)", &[])
                 .await
                 .map_err(db)?;
         }
@@ -289,14 +326,14 @@ impl ClusterBackend {
         }
         let unreferenced = async {
             let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT o FROM unnest($1::text[]) AS t(o)
+            let rows = all(
+                &client,
+                "SELECT o FROM unnest($1::text[]) AS t(o)
                      WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE chunks.object = t.o)",
-                    &[&objects],
-                )
-                .await
-                .map_err(db)?;
+                &[&objects],
+            )
+            .await
+            .map_err(db)?;
             Ok::<_, StorageError>(
                 rows.iter()
                     .map(|r| r.get::<_, String>(0))
@@ -320,13 +357,13 @@ impl ClusterBackend {
         if contents.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = tx
-            .query(
-                "DELETE FROM chunks WHERE content = ANY($1) RETURNING object",
-                &[&contents],
-            )
-            .await
-            .map_err(db)?;
+        let rows = all(
+            tx,
+            "DELETE FROM chunks WHERE content = ANY($1) RETURNING object",
+            &[&contents],
+        )
+        .await
+        .map_err(db)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -335,7 +372,8 @@ impl ClusterBackend {
         if parents.is_empty() {
             return Ok(());
         }
-        tx.execute(
+        exec(
+            tx,
             "INSERT INTO dirs (parent, name) SELECT * FROM unnest($1::text[], $2::text[])
              ON CONFLICT DO NOTHING",
             &[&parents, &names],
@@ -351,14 +389,14 @@ impl ClusterBackend {
         from: u64,
         to: u64,
     ) -> Result<Vec<Chunk>> {
-        let rows = client
-            .query(
-                "SELECT start, len, object, skip FROM chunks
+        let rows = all(
+            client,
+            "SELECT start, len, object, skip FROM chunks
                  WHERE content = $1 AND start + len > $2 AND start < $3 ORDER BY start",
-                &[&content, &to_i64(from), &to_i64(to)],
-            )
-            .await
-            .map_err(db)?;
+            &[&content, &to_i64(from), &to_i64(to)],
+        )
+        .await
+        .map_err(db)?;
         Ok(rows
             .iter()
             .map(|r| Chunk {
@@ -412,7 +450,7 @@ impl ClusterBackend {
         let tx = begin(&mut client, durability).await?;
         let content: Option<i64> = match object {
             Some(_) => Some(
-                tx.query_one("SELECT nextval('contents')", &[])
+                one(&tx, "SELECT nextval('contents')", &[])
                     .await
                     .map_err(db)?
                     .get(0),
@@ -432,7 +470,7 @@ impl ClusterBackend {
         };
         if written {
             if let (Some(content), Some(object)) = (content, object) {
-                tx.execute(
+                exec(&tx,
                     "INSERT INTO chunks (content, start, len, object, skip) VALUES ($1, 0, $2, $3, 0)",
                     &[&content, &to_i64(size), &object],
                 )
@@ -447,13 +485,13 @@ impl ClusterBackend {
     /// Removes the row at `key` with its chunk rows; `None` if there was
     /// none, else the objects those rows named.
     async fn remove(tx: &impl GenericClient, key: &str) -> Result<Option<Vec<String>>> {
-        let Some(r) = tx
-            .query_opt(
-                "DELETE FROM objects WHERE key = $1 RETURNING content",
-                &[&key],
-            )
-            .await
-            .map_err(db)?
+        let Some(r) = opt(
+            tx,
+            "DELETE FROM objects WHERE key = $1 RETURNING content",
+            &[&key],
+        )
+        .await
+        .map_err(db)?
         else {
             return Ok(None);
         };
@@ -464,23 +502,23 @@ impl ClusterBackend {
     /// Inserts a row at `key` unless one is there; returns whether it did.
     async fn insert(tx: &impl GenericClient, key: &str, row: &Row) -> Result<bool> {
         let (parent, name) = split(key);
-        let n = tx
-            .execute(
-                "INSERT INTO objects (key, parent, name, size, modified, inline, content)
+        let n = exec(
+            tx,
+            "INSERT INTO objects (key, parent, name, size, modified, inline, content)
                  VALUES ($1, $2, $3, $4, coalesce($5, berth_now()), $6, $7)
                  ON CONFLICT (key) DO NOTHING",
-                &[
-                    &key,
-                    &parent,
-                    &name,
-                    &row.size,
-                    &row.modified,
-                    &row.inline,
-                    &row.content,
-                ],
-            )
-            .await
-            .map_err(db)?;
+            &[
+                &key,
+                &parent,
+                &name,
+                &row.size,
+                &row.modified,
+                &row.inline,
+                &row.content,
+            ],
+        )
+        .await
+        .map_err(db)?;
         if n == 1 {
             Self::add_dirs(tx, key).await?;
         }
@@ -540,11 +578,14 @@ impl ClusterBackend {
     /// The stage's content id and size, if it exists.
     async fn stage_row(&self, id: &str) -> Result<Option<(i64, u64)>> {
         let client = self.client().await?;
-        Ok(client
-            .query_opt("SELECT content, size FROM stages WHERE id = $1", &[&id])
-            .await
-            .map_err(db)?
-            .map(|r| (r.get(0), to_u64(r.get(1)))))
+        Ok(opt(
+            &client,
+            "SELECT content, size FROM stages WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| (r.get(0), to_u64(r.get(1)))))
     }
 
     /// Creates (or replaces) a stage with a fresh content; returns the
@@ -566,27 +607,27 @@ impl ClusterBackend {
         id: &str,
         size: i64,
     ) -> Result<(i64, Vec<String>)> {
-        let old: Option<i64> = tx
-            .query_opt(
-                "SELECT content FROM stages WHERE id = $1 FOR UPDATE",
-                &[&id],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| r.get(0));
+        let old: Option<i64> = opt(
+            tx,
+            "SELECT content FROM stages WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.get(0));
         let released = Self::drop_contents(tx, old.as_slice()).await?;
-        let content: i64 = tx
-            .query_one(
-                "INSERT INTO stages (id, size, modified, content)
+        let content: i64 = one(
+            tx,
+            "INSERT INTO stages (id, size, modified, content)
                  VALUES ($1, $2, berth_now(), nextval('contents'))
                  ON CONFLICT (id) DO UPDATE SET size = excluded.size,
                    modified = excluded.modified, content = excluded.content
                  RETURNING content",
-                &[&id, &size],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
+            &[&id, &size],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
         Ok((content, released))
     }
 
@@ -605,14 +646,14 @@ impl ClusterBackend {
     async fn append_chunk(&self, id: &str, start: u64, len: u64, object: &str) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let row = tx
-            .query_opt(
-                "UPDATE stages SET size = size + $3, modified = berth_now()
+        let row = opt(
+            &tx,
+            "UPDATE stages SET size = size + $3, modified = berth_now()
                  WHERE id = $1 AND size = $2 RETURNING content",
-                &[&id, &to_i64(start), &to_i64(len)],
-            )
-            .await
-            .map_err(db)?;
+            &[&id, &to_i64(start), &to_i64(len)],
+        )
+        .await
+        .map_err(db)?;
         let Some(row) = row else {
             drop(tx);
             return match self.stage_row(id).await? {
@@ -624,7 +665,8 @@ impl ClusterBackend {
             };
         };
         let content: i64 = row.get(0);
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO chunks (content, start, len, object, skip) VALUES ($1, $2, $3, $4, 0)",
             &[&content, &to_i64(start), &to_i64(len), &object],
         )
@@ -652,10 +694,7 @@ impl Drop for PgTurn {
         };
         let key = self.key;
         rt.spawn(async move {
-            match client
-                .query_one("SELECT pg_advisory_unlock($1)", &[&key])
-                .await
-            {
+            match one(&client, "SELECT pg_advisory_unlock($1)", &[&key]).await {
                 Ok(r) if r.get::<_, bool>(0) => {} // back to the pool
                 // Not released (or not knowable): the connection closes,
                 // which releases every lock it held.
@@ -809,20 +848,20 @@ impl Backend for ClusterBackend {
         check_key(to, false)?;
         let mut client = self.client().await?;
         let tx = begin(&mut client, durability).await?;
-        let row = tx
-            .query_opt(
-                "DELETE FROM objects WHERE key = $1 RETURNING size, modified, inline, content",
-                &[&from],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| Row {
-                size: r.get(0),
-                modified: Some(r.get(1)),
-                inline: r.get(2),
-                content: r.get(3),
-            })
-            .ok_or(StorageError::NotFound)?;
+        let row = opt(
+            &tx,
+            "DELETE FROM objects WHERE key = $1 RETURNING size, modified, inline, content",
+            &[&from],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| Row {
+            size: r.get(0),
+            modified: Some(r.get(1)),
+            inline: r.get(2),
+            content: r.get(3),
+        })
+        .ok_or(StorageError::NotFound)?;
         let released = Self::place(&tx, to, &row).await?;
         tx.commit().await.map_err(db)?;
         self.release(released).await;
@@ -834,19 +873,20 @@ impl Backend for ClusterBackend {
         let (low, high) = (format!("{prefix}/"), prefix_end(prefix));
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let contents: Vec<i64> = tx
-            .query(
-                "DELETE FROM objects WHERE key >= $1 AND key < $2 RETURNING content",
-                &[&low, &high],
-            )
-            .await
-            .map_err(db)?
-            .iter()
-            .filter_map(|r| r.get::<_, Option<i64>>(0))
-            .collect();
+        let contents: Vec<i64> = all(
+            &tx,
+            "DELETE FROM objects WHERE key >= $1 AND key < $2 RETURNING content",
+            &[&low, &high],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .filter_map(|r| r.get::<_, Option<i64>>(0))
+        .collect();
         let released = Self::drop_contents(&tx, &contents).await?;
         let (parent, name) = split(prefix);
-        tx.execute(
+        exec(
+            &tx,
             "DELETE FROM dirs WHERE (parent = $1 AND name = $2) OR parent = $3
                OR (parent >= $4 AND parent < $5)",
             &[&parent, &name, &prefix, &low, &high],
@@ -861,15 +901,15 @@ impl Backend for ClusterBackend {
     async fn list(&self, prefix: &str) -> Result<Vec<Entry>> {
         check_key(prefix, true)?;
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT name, true FROM dirs WHERE parent = $1
+        let rows = all(
+            &client,
+            "SELECT name, true FROM dirs WHERE parent = $1
                  UNION SELECT name, false FROM objects WHERE parent = $1
                  ORDER BY 1, 2",
-                &[&prefix],
-            )
-            .await
-            .map_err(db)?;
+            &[&prefix],
+        )
+        .await
+        .map_err(db)?;
         Ok(rows
             .iter()
             .map(|r| Entry {
@@ -906,13 +946,13 @@ impl Backend for ClusterBackend {
         let tx = client.transaction().await.map_err(db)?;
         // The share lock makes a delete of the source wait until the copied
         // references are committed.
-        let Some(row) = tx
-            .query_opt(
-                "SELECT inline, content, size FROM objects WHERE key = $1 FOR SHARE",
-                &[&key],
-            )
-            .await
-            .map_err(db)?
+        let Some(row) = opt(
+            &tx,
+            "SELECT inline, content, size FROM objects WHERE key = $1 FOR SHARE",
+            &[&key],
+        )
+        .await
+        .map_err(db)?
         else {
             return Ok(false);
         };
@@ -923,7 +963,8 @@ impl Backend for ClusterBackend {
         let mut written = None;
         match (source, inline) {
             (Some(source), _) => {
-                tx.execute(
+                exec(
+                    &tx,
                     "INSERT INTO chunks (content, start, len, object, skip)
                      SELECT $1, start, len, object, skip FROM chunks WHERE content = $2",
                     &[&content, &source],
@@ -934,7 +975,7 @@ impl Backend for ClusterBackend {
             (None, Some(bytes)) if !bytes.is_empty() => {
                 // Small content has no object to share: it gets one.
                 let object = self.write_object(Bytes::from(bytes)).await?;
-                tx.execute(
+                exec(&tx,
                     "INSERT INTO chunks (content, start, len, object, skip) VALUES ($1, 0, $2, $3, 0)",
                     &[&content, &size, &object],
                 )
@@ -960,12 +1001,15 @@ impl Backend for ClusterBackend {
     async fn stage_read(&self, id: &str, start: u64) -> Result<ByteStream> {
         check_id(id)?;
         let client = self.client().await?;
-        let (content, size) = client
-            .query_opt("SELECT content, size FROM stages WHERE id = $1", &[&id])
-            .await
-            .map_err(db)?
-            .map(|r| (r.get::<_, i64>(0), to_u64(r.get(1))))
-            .ok_or(StorageError::NotFound)?;
+        let (content, size) = opt(
+            &client,
+            "SELECT content, size FROM stages WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| (r.get::<_, i64>(0), to_u64(r.get(1))))
+        .ok_or(StorageError::NotFound)?;
         let start = start.min(size);
         let chunks = Self::chunks_of(&client, content, start, size).await?;
         Ok(self.stream_chunks(chunks, start, size))
@@ -978,20 +1022,20 @@ impl Backend for ClusterBackend {
         let tx = client.transaction().await.map_err(db)?;
         // The content moves with its chunk rows; the modification time is
         // the last write's, as a file system's rename keeps it.
-        let row = tx
-            .query_opt(
-                "DELETE FROM stages WHERE id = $1 RETURNING content, size, modified",
-                &[&id],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| Row {
-                size: r.get(1),
-                modified: Some(r.get(2)),
-                inline: None,
-                content: Some(r.get(0)),
-            })
-            .ok_or(StorageError::NotFound)?;
+        let row = opt(
+            &tx,
+            "DELETE FROM stages WHERE id = $1 RETURNING content, size, modified",
+            &[&id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| Row {
+            size: r.get(1),
+            modified: Some(r.get(2)),
+            inline: None,
+            content: Some(r.get(0)),
+        })
+        .ok_or(StorageError::NotFound)?;
         let released = Self::place(&tx, key, &row).await?;
         tx.commit().await.map_err(db)?;
         self.release(released).await;
@@ -1002,36 +1046,37 @@ impl Backend for ClusterBackend {
         check_id(id)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let (content, current): (i64, i64) = tx
-            .query_opt(
-                "SELECT content, size FROM stages WHERE id = $1 FOR UPDATE",
-                &[&id],
-            )
-            .await
-            .map_err(db)?
-            .map(|r| (r.get(0), r.get(1)))
-            .ok_or(StorageError::NotFound)?;
+        let (content, current): (i64, i64) = opt(
+            &tx,
+            "SELECT content, size FROM stages WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| (r.get(0), r.get(1)))
+        .ok_or(StorageError::NotFound)?;
         let size = to_i64(size);
         if size >= current {
             return Ok(());
         }
-        let released: Vec<String> = tx
-            .query(
-                "DELETE FROM chunks WHERE content = $1 AND start >= $2 RETURNING object",
-                &[&content, &size],
-            )
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        tx.execute(
+        let released: Vec<String> = all(
+            &tx,
+            "DELETE FROM chunks WHERE content = $1 AND start >= $2 RETURNING object",
+            &[&content, &size],
+        )
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        exec(&tx,
             "UPDATE chunks SET len = $2 - start WHERE content = $1 AND start < $2 AND start + len > $2",
             &[&content, &size],
         )
         .await
         .map_err(db)?;
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE stages SET size = $2, modified = berth_now() WHERE id = $1",
             &[&id, &size],
         )
@@ -1046,11 +1091,14 @@ impl Backend for ClusterBackend {
         check_id(id)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let content: Option<i64> = tx
-            .query_opt("DELETE FROM stages WHERE id = $1 RETURNING content", &[&id])
-            .await
-            .map_err(db)?
-            .map(|r| r.get(0));
+        let content: Option<i64> = opt(
+            &tx,
+            "DELETE FROM stages WHERE id = $1 RETURNING content",
+            &[&id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.get(0));
         let released = Self::drop_contents(&tx, content.as_slice()).await?;
         tx.commit().await.map_err(db)?;
         self.release(released).await;
@@ -1059,8 +1107,7 @@ impl Backend for ClusterBackend {
 
     async fn stage_list(&self) -> Result<Vec<(String, SystemTime)>> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT id, modified FROM stages ORDER BY id", &[])
+        let rows = all(&client, "SELECT id, modified FROM stages ORDER BY id", &[])
             .await
             .map_err(db)?;
         Ok(rows
@@ -1078,8 +1125,7 @@ impl Backend for ClusterBackend {
         let client = self.client().await?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
-            let taken = client
-                .execute("SELECT pg_advisory_lock($1)", &[&key])
+            let taken = exec(&client, "SELECT pg_advisory_lock($1)", &[&key])
                 .await
                 .map(|_| PgTurn {
                     client: Some(client),
@@ -1120,13 +1166,13 @@ mod tests {
             .await
             .unwrap();
         let client = store.client().await.unwrap();
-        let named: std::collections::BTreeSet<String> = client
-            .query("SELECT DISTINCT object FROM chunks", &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| store.object_path(&r.get::<_, String>(0)).to_string())
-            .collect();
+        let named: std::collections::BTreeSet<String> =
+            all(&client, "SELECT DISTINCT object FROM chunks", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| store.object_path(&r.get::<_, String>(0)).to_string())
+                .collect();
         (
             listed.difference(&named).cloned().collect(),
             named.difference(&listed).cloned().collect(),
