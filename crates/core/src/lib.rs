@@ -35,6 +35,7 @@ pub mod keys;
 pub mod lease;
 pub mod listing;
 pub mod manifests;
+pub mod migrate;
 mod openings;
 pub mod pulls;
 pub mod retention;

@@ -36,6 +36,17 @@ enum Command {
         dry_run: bool,
         config: PathBuf,
     },
+    /// Copy this registry's whole store into another store (the local
+    /// filesystem into S3 + PostgreSQL, or back). Run again, it skips what
+    /// is there. Stop the registry first. Exits 1 if anything was not copied.
+    Migrate {
+        /// The configuration whose store is read.
+        #[arg(long)]
+        from: PathBuf,
+        /// The configuration whose store is written.
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Bring another registry's store into this one's.
     Import {
         #[command(subcommand)]
@@ -178,6 +189,64 @@ fn verify_store(s: &Settings) -> Result<(), config::ConfigError> {
         .block_on(berth_server::store::open(s))
         .map(|_| ())
         .map_err(failed)
+}
+
+fn migrate(from: &std::path::Path, to: &std::path::Path) -> ExitCode {
+    let target = match settings_from(to) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = offline(from, "migrate", |source, registry| async move {
+        let same = match (&source.shared, &target.shared) {
+            (None, None) => {
+                let a = std::fs::canonicalize(&source.root_directory).ok();
+                a.is_some() && a == std::fs::canonicalize(&target.root_directory).ok()
+            }
+            (Some(a), Some(b)) => a.postgres == b.postgres && a.s3 == b.s3,
+            _ => false,
+        };
+        if same {
+            return Err("--from and --to name the same store".into());
+        }
+        let dest = berth_server::store::open(&target).await?;
+        let mut every = Every::second();
+        registry
+            .migrate_to(dest.as_ref(), |r| {
+                if every.due() {
+                    eprintln!(
+                        "migrate: {} objects copied ({} MB), {} already there",
+                        r.copied,
+                        r.bytes / 1_000_000,
+                        r.present
+                    );
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let r = match report {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    println!(
+        "migrate: copied {} objects ({} bytes); {} already there",
+        r.copied, r.bytes, r.present
+    );
+    println!(
+        "verified: {} objects read back as in the source",
+        r.verified
+    );
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    if r.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Paces progress lines: `due` is true at most once a second.
@@ -448,6 +517,7 @@ fn main() -> ExitCode {
         Command::Import {
             command: ImportCommand::Zot { root, config },
         } => import_zot(&root, &config),
+        Command::Migrate { from, to } => migrate(&from, &to),
         Command::Gc { dry_run, config } => gc(&config, dry_run),
         Command::Serve { config } => {
             let settings = match config {

@@ -31,7 +31,13 @@ pub async fn open(settings: &Settings) -> Result<Arc<dyn Backend>, String> {
 }
 
 async fn open_shared(s: &SharedStore) -> Result<Arc<dyn Backend>, String> {
-    let mut options = ClientOptions::new().with_allow_invalid_certificates(s.s3.skip_verify);
+    // A request's whole life is bounded, but loosely: a chunk (8 MiB)
+    // streams to a slow client within it down to ~14 KB/s (the client's own
+    // write timeout cuts slower ones first).
+    let mut options = ClientOptions::new()
+        .with_allow_invalid_certificates(s.s3.skip_verify)
+        .with_timeout(Duration::from_secs(600))
+        .with_connect_timeout(Duration::from_secs(10));
     let plain =
         s.s3.endpoint
             .as_deref()

@@ -428,3 +428,86 @@ async fn a_replica_killed_under_fifty_pushes_loses_nothing_acknowledged() {
         }
     }
 }
+
+/// `berth migrate`: a store moves from the filesystem to the shared store
+/// and back, resumably, and serves the same images after each move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moves_to_the_shared_store_and_back() {
+    let mut local = Server::start_local("");
+    let (m1, d1) = local.push_image("moved/app", "v1", 41, 2).await;
+    let (m2, d2) = local.push_image("moved/app/tools", "t1", 43, 3).await;
+    local.kill();
+    let mut shared = Server::start_shared("");
+    shared.kill();
+    let migrate = |from: &Server, to: &Server| {
+        let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("migrate")
+            .arg("--from")
+            .arg(from.config_path())
+            .arg("--to")
+            .arg(to.config_path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let first = migrate(&local, &shared);
+    assert!(
+        first.contains("already there") && !first.contains("copied 0 objects"),
+        "{first}"
+    );
+    let copied: usize = first
+        .split("copied ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first.contains(&format!("verified: {copied} objects")),
+        "{first}"
+    );
+    // Run again, it finds everything there.
+    let again = migrate(&local, &shared);
+    assert!(again.contains("copied 0 objects"), "{again}");
+    assert!(
+        again.contains(&format!("{copied} already there")),
+        "{again}"
+    );
+    shared.restart();
+    let images = [
+        ("moved/app", "v1", m1, d1),
+        ("moved/app/tools", "t1", m2, d2),
+    ];
+    same_images(&shared, &images).await;
+    shared.kill();
+    // And back to another filesystem store.
+    let mut back = Server::start_local("");
+    back.kill();
+    migrate(&shared, &back);
+    back.restart();
+    same_images(&back, &images).await;
+}
+
+/// The server serves exactly these images (repository, tag, manifest,
+/// digest), and no other repository.
+async fn same_images(s: &Server, images: &[(&str, &str, Vec<u8>, String)]) {
+    for (repo, tag, m, d) in images {
+        let r = s.get(&format!("/v2/{repo}/manifests/{tag}")).await;
+        assert_eq!(header(&r, "docker-content-digest"), *d);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), *m);
+        let v: serde_json::Value = serde_json::from_slice(m).unwrap();
+        for l in v["layers"].as_array().unwrap().iter().chain([&v["config"]]) {
+            let ld = l["digest"].as_str().unwrap();
+            assert_eq!(sha256(&s.blob(repo, ld).await), ld);
+        }
+    }
+    let c = s.get("/v2/_catalog").await.json_body().await;
+    let names: Vec<&str> = images.iter().map(|i| i.0).collect();
+    assert_eq!(c["repositories"], serde_json::json!(names));
+}

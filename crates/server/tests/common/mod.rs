@@ -161,6 +161,17 @@ impl Server {
         Server::start_on(extra, None, |_| {}, Some(fresh_shared()))
     }
 
+    /// Starts Berth on a local filesystem store, whatever the mode of the
+    /// run.
+    pub fn start_local(extra: &str) -> Server {
+        Server::start_on(extra, None, |_| {}, None)
+    }
+
+    /// The configuration file this server runs with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.json")
+    }
+
     /// Starts another replica of this server: the same configuration on
     /// the same shared store, its own process and local directory.
     pub fn replica(&self) -> Server {

@@ -411,7 +411,9 @@ impl ClusterBackend {
     /// A stream of bytes `from..to` of chunks (ordered, covering the range).
     fn stream_chunks(&self, chunks: Vec<Chunk>, from: u64, to: u64) -> ByteStream {
         let me = self.clone();
-        let parts = futures_util::stream::iter(chunks).then(move |c| {
+        // The next chunk's request is sent while this one streams (two in
+        // flight at most: memory stays bounded by what the sockets hold).
+        let parts = futures_util::stream::iter(chunks).map(move |c| {
             let me = me.clone();
             async move {
                 let a = from.max(c.start) - c.start + c.skip;
@@ -432,7 +434,7 @@ impl ClusterBackend {
                 )
             }
         });
-        Box::pin(parts.try_flatten())
+        Box::pin(parts.buffered(2).try_flatten())
     }
 
     /// Inserts or replaces an object row in a transaction; returns the
