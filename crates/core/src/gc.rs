@@ -90,7 +90,14 @@ pub struct GcReport {
     /// Bytes of content each repository links (at the mark), counting
     /// content shared with other repositories in each.
     pub repo_bytes: Vec<(String, u64)>,
+    /// What the store's own sweep removed (objects a dead replica wrote
+    /// and never recorded, on the shared store).
+    pub swept: berth_storage::Swept,
 }
+
+/// How old an unrecorded object of the store must be before a pass sweeps
+/// it (far beyond the bounded waits between writing and recording one).
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
@@ -377,6 +384,7 @@ impl Registry {
             report.bytes_reclaimed = blob_candidates.iter().map(|(_, s)| s).sum();
             report.blobs_removed = blob_candidates.into_iter().map(|(d, _)| d).collect();
             self.store.delete_prefix(&trash).await?;
+            report.swept = self.store.sweep(ORPHAN_GRACE, true).await?;
             return Ok(report);
         }
 
@@ -450,6 +458,7 @@ impl Registry {
         for repo in emptied.into_iter().filter_map(RepoName::parse) {
             self.forget_repo_if_empty(&repo).await;
         }
+        report.swept = self.store.sweep(ORPHAN_GRACE, false).await?;
         Ok(report)
     }
 }

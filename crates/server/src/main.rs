@@ -302,6 +302,12 @@ fn gc(config: &std::path::Path, dry_run: bool) -> ExitCode {
         r.bytes_reclaimed,
         r.restored
     );
+    if r.swept.objects > 0 {
+        println!(
+            "store: {verb} {} unrecorded objects ({} bytes) left by a replica that died",
+            r.swept.objects, r.swept.bytes
+        );
+    }
     let retention_verb = if dry_run || retention_dry {
         "would remove"
     } else {

@@ -143,6 +143,22 @@ pub trait Backend: Send + Sync + 'static {
     /// shared store); the turn lasts until the guard is dropped. Unrelated
     /// names may share a turn (they are hashed), never the reverse.
     async fn exclusive(&self, name: &str) -> Result<Turn>;
+
+    /// Removes what the store's own protocol left behind and nothing can
+    /// reach any more, once older than `older_than` (on the shared store:
+    /// objects a replica wrote and died before recording). Reports what it
+    /// removed, or with `dry_run` would remove. Stores with nothing of the
+    /// kind remove nothing.
+    async fn sweep(&self, _older_than: std::time::Duration, _dry_run: bool) -> Result<Swept> {
+        Ok(Swept::default())
+    }
+}
+
+/// What [`Backend::sweep`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub objects: usize,
+    pub bytes: u64,
 }
 
 /// A turn taken with [`Backend::exclusive`], given back when dropped.

@@ -273,4 +273,8 @@ impl Backend for Pausing {
     async fn exclusive(&self, name: &str) -> Result<crate::Turn> {
         self.inner.exclusive(name).await
     }
+
+    async fn sweep(&self, older_than: Duration, dry_run: bool) -> Result<crate::Swept> {
+        self.inner.sweep(older_than, dry_run).await
+    }
 }

@@ -318,29 +318,27 @@ impl ClusterBackend {
         Ok(name)
     }
 
+    /// The objects of this list that no chunk row names.
+    async fn unreferenced(&self, objects: &[String]) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = all(
+            &client,
+            "SELECT o FROM unnest($1::text[]) AS t(o)
+             WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE chunks.object = t.o)",
+            &[&objects],
+        )
+        .await
+        .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+    }
+
     /// Deletes the objects of this list that no chunk row references (run
     /// after the transaction that dropped references committed).
     async fn release(&self, objects: Vec<String>) {
         if objects.is_empty() {
             return;
         }
-        let unreferenced = async {
-            let client = self.client().await?;
-            let rows = all(
-                &client,
-                "SELECT o FROM unnest($1::text[]) AS t(o)
-                     WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE chunks.object = t.o)",
-                &[&objects],
-            )
-            .await
-            .map_err(db)?;
-            Ok::<_, StorageError>(
-                rows.iter()
-                    .map(|r| r.get::<_, String>(0))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        match unreferenced.await {
+        match self.unreferenced(&objects).await {
             Ok(names) => {
                 for name in names {
                     if let Err(e) = self.inner.objects.delete(&self.object_path(&name)).await {
@@ -1118,6 +1116,55 @@ impl Backend for ClusterBackend {
             .collect())
     }
 
+    async fn sweep(&self, older_than: Duration, dry_run: bool) -> Result<crate::Swept> {
+        // An object is recorded right after it is written, within the
+        // bounded waits of `pool` (30 s for a connection, 60 s a statement,
+        // 30 s a lock), or the write fails: one older than `older_than`
+        // (an hour, from garbage collection) that no chunk row names was
+        // left by a replica that died in between, and never will be named.
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let prefix = self.object_path("chunks");
+        let mut old: Vec<(String, u64)> = Vec::new();
+        let mut listing = self.inner.objects.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(objects_error)?;
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let created = name
+                .split_once('-')
+                .and_then(|(secs, _)| u64::from_str_radix(secs, 16).ok());
+            if created.is_some_and(|c| c < cutoff) {
+                old.push((format!("chunks/{name}"), meta.size));
+            }
+        }
+        let mut swept = crate::Swept::default();
+        for batch in old.chunks(1000) {
+            let names: Vec<String> = batch.iter().map(|(n, _)| n.clone()).collect();
+            for name in self.unreferenced(&names).await? {
+                let size = batch
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0, |(_, s)| *s);
+                if !dry_run {
+                    self.inner
+                        .objects
+                        .delete(&self.object_path(&name))
+                        .await
+                        .map_err(objects_error)?;
+                }
+                swept.objects += 1;
+                swept.bytes += size;
+            }
+        }
+        Ok(swept)
+    }
+
     async fn exclusive(&self, name: &str) -> Result<crate::Turn> {
         // A session-level advisory lock on a connection of its own, held by
         // the turn. Taken in a task of its own: if the caller stops
@@ -1192,6 +1239,80 @@ mod tests {
             // reverse: nothing leaked, nothing lost.
             assert_eq!(leaks(&store).await, (vec![], vec![]));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_removes_old_unrecorded_objects_only() {
+        let pg = crate::pg_harness::Postgres::start();
+        let store = store(&pg, 100_000).await;
+        let put = |name: &str| {
+            let (store, name) = (store.clone(), name.to_owned());
+            async move {
+                store
+                    .inner
+                    .objects
+                    .put(
+                        &store.object_path(&name),
+                        PutPayload::from_static(b"orphan"),
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        let hours_ago = |h: u64| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - h * 3600
+        };
+        // Left by a replica that died two hours ago, and one a second ago.
+        put(&format!("chunks/{:x}-dead", hours_ago(2))).await;
+        put(&format!("chunks/{:x}-fresh", hours_ago(0))).await;
+        // Old but recorded: content that stays.
+        let kept = format!("chunks/{:x}-kept", hours_ago(3));
+        put(&kept).await;
+        let client = store.client().await.unwrap();
+        client
+            .batch_execute(&format!(
+                "INSERT INTO stages VALUES ('s', 6, 0, 77); INSERT INTO chunks VALUES (77, 0, 6, '{kept}', 0)"
+            ))
+            .await
+            .unwrap();
+        drop(client);
+        let hour = Duration::from_secs(3600);
+        let dry = store.sweep(hour, true).await.unwrap();
+        assert_eq!(
+            dry,
+            crate::Swept {
+                objects: 1,
+                bytes: 6
+            }
+        );
+        assert_eq!(store.sweep(hour, false).await.unwrap(), dry);
+        let (unnamed, missing) = leaks(&store).await;
+        assert_eq!(missing, Vec::<String>::new());
+        assert_eq!(
+            unnamed.len(),
+            1,
+            "only the fresh one is left unrecorded: {unnamed:?}"
+        );
+        assert!(unnamed[0].ends_with("-fresh"));
+        assert_eq!(
+            store
+                .stage_read("s", 0)
+                .await
+                .unwrap()
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .concat(),
+            b"orphan"
+        );
+        assert_eq!(
+            store.sweep(hour, false).await.unwrap(),
+            crate::Swept::default()
+        );
     }
 
     /// The same suite over a real S3 server.
