@@ -253,6 +253,9 @@ fn verify_opens_the_shared_store_as_serve_does() {
     );
 }
 
+/// What a push put where: its repository, manifest and blobs.
+type Pushed = (String, Vec<u8>, Vec<Vec<u8>>);
+
 /// One push over plain HTTP that reports failure instead of panicking (its
 /// replica may be killed under it): a blob, a config, a manifest tagged
 /// `p{i}`. `Some` only when every step was acknowledged.
@@ -265,7 +268,7 @@ async fn try_push(
         Arc<std::sync::atomic::AtomicUsize>,
         tokio::sync::watch::Receiver<bool>,
     )>,
-) -> Option<(String, Vec<u8>, Vec<Vec<u8>>)> {
+) -> Option<Pushed> {
     let client = reqwest::Client::new();
     let repo = format!("load/p{}", i % 5);
     let layer = bytes(1000 + i as u64, 300_000 + 7919 * i);
@@ -391,14 +394,7 @@ async fn a_replica_killed_under_fifty_pushes_loses_nothing_acknowledged() {
     );
     // Every acknowledged push reads back whole from every survivor.
     for s in &rs[1..] {
-        for (i, (repo, manifest, blobs)) in &ok {
-            let r = s.get(&format!("/v2/{repo}/manifests/p{i}")).await;
-            assert_eq!(r.status(), StatusCode::OK, "p{i} on {}", s.base);
-            assert_eq!(r.bytes().await.unwrap().to_vec(), *manifest);
-            for b in blobs {
-                assert!(s.blob(repo, &sha256(b)).await == *b, "p{i} blob");
-            }
-        }
+        all_read_back(s, &ok).await;
     }
     // Nothing partial is visible: whatever a killed push left that is
     // served at all is served whole.
@@ -510,4 +506,63 @@ async fn same_images(s: &Server, images: &[(&str, &str, Vec<u8>, String)]) {
     let c = s.get("/v2/_catalog").await.json_body().await;
     let names: Vec<&str> = images.iter().map(|i| i.0).collect();
     assert_eq!(c["repositories"], serde_json::json!(names));
+}
+
+/// A Garage node (of three, each holding every object) killed in the
+/// middle of 30 concurrent pushes over two replicas: every push that got
+/// its 201 reads back whole from both replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garage_node_killed_under_pushes_loses_nothing_acknowledged() {
+    let backends = SharedBackends::new(
+        berth_storage::pg_harness::Postgres::start(),
+        berth_storage::garage_harness::Garage::cluster(3),
+    );
+    let first = Server::start_shared_on("", backends.clone());
+    let rs = [first.replica(), first];
+    let acked = std::sync::atomic::AtomicUsize::new(0);
+    let pushes = (0..30).map(|i| {
+        let base = rs[i % 2].base.clone();
+        let acked = &acked;
+        async move {
+            let got = try_push(&base, 100 + i, None).await;
+            if got.is_some() {
+                acked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            (100 + i, got)
+        }
+    });
+    let killer = async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.load(std::sync::atomic::Ordering::SeqCst) < 5 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A storage node, not the one the replicas send requests to.
+        backends.garage.kill_node(2);
+    };
+    let (results, ()) = tokio::join!(futures_util::future::join_all(pushes), killer);
+    let ok: Vec<_> = results
+        .iter()
+        .filter_map(|(i, r)| r.as_ref().map(|r| (*i, r)))
+        .collect();
+    // A quorum of two survives: pushes go on (a few may fail while the
+    // survivors notice).
+    assert!(ok.len() >= 25, "only {} of 30 pushes succeeded", ok.len());
+    for s in &rs {
+        all_read_back(s, &ok).await;
+    }
+    // And the registry still takes pushes with the node gone.
+    assert!(try_push(&rs[0].base, 200, None).await.is_some());
+}
+
+/// Every acknowledged push (its number, repository, manifest and blobs)
+/// reads back whole from `s`.
+async fn all_read_back(s: &Server, ok: &[(usize, &Pushed)]) {
+    for (i, (repo, manifest, blobs)) in ok {
+        let r = s.get(&format!("/v2/{repo}/manifests/p{i}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "p{i} on {}", s.base);
+        assert_eq!(r.bytes().await.unwrap().to_vec(), *manifest);
+        for b in blobs {
+            assert!(s.blob(repo, &sha256(b)).await == *b, "p{i} blob");
+        }
+    }
 }

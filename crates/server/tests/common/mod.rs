@@ -29,6 +29,20 @@ pub struct SharedBackends {
     prefixes: std::sync::atomic::AtomicUsize,
 }
 
+impl SharedBackends {
+    /// Backends of the test's own (a Garage cluster, say).
+    pub fn new(
+        pg: berth_storage::pg_harness::Postgres,
+        garage: berth_storage::garage_harness::Garage,
+    ) -> Arc<SharedBackends> {
+        Arc::new(SharedBackends {
+            pg,
+            garage,
+            prefixes: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+}
+
 static SHARED: std::sync::Mutex<std::sync::Weak<SharedBackends>> =
     std::sync::Mutex::new(std::sync::Weak::new());
 
@@ -170,6 +184,12 @@ impl Server {
     /// The configuration file this server runs with.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.json")
+    }
+
+    /// Starts Berth on a fresh place of the given shared backends.
+    pub fn start_shared_on(extra: &str, backends: Arc<SharedBackends>) -> Server {
+        let (keys, url) = shared_storage_keys(&backends);
+        Server::start_on(extra, None, |_| {}, Some((backends, keys, url)))
     }
 
     /// Starts another replica of this server: the same configuration on
