@@ -77,7 +77,7 @@ async fn berth_gc_removes_only_what_nothing_references_after_the_delay() {
 #[tokio::test]
 async fn online_gc_never_breaks_a_push() {
     let s = Server::start_with(
-        r#","storage":{"rootDirectory":@ROOT@,"gc":true,"gcDelay":"3s","gcInterval":"150ms"}"#,
+        r#","storage":{"rootDirectory":@ROOT@@SHARED@,"gc":true,"gcDelay":"3s","gcInterval":"150ms"}"#,
     );
 
     let orphan = bytes(77, 4000);

@@ -33,7 +33,7 @@ async fn prometheus_scrapes_berth() {
     let up = Server::start();
     up.push_image("up/app", "v1", 9, 1).await;
     let s = Server::start_with(&format!(
-        r#","storage":{{"rootDirectory":@ROOT@,"gcInterval":"1s"}},"extensions":{{"metrics":{{"enable":true,"prometheus":{{"path":"/metrics"}}}},
+        r#","storage":{{"rootDirectory":@ROOT@@SHARED@,"gcInterval":"1s"}},"extensions":{{"metrics":{{"enable":true,"prometheus":{{"path":"/metrics"}}}},
         "sync":{{"registries":[{{"urls":["{}"],"onDemand":true,"content":[{{"prefix":"up/**"}}]}}]}}}}"#,
         up.base
     ));

@@ -244,7 +244,7 @@ async fn each_rule_kind_and_dry_run() {
 /// keepTags patterns of `live/**`.
 fn online(keep: &str) -> String {
     format!(
-        r#","storage":{{"rootDirectory":@ROOT@,"gcDelay":"1h","gcInterval":"200ms","retention":{{"policies":[{{"repositories":["live/**"],"keepTags":[{{"patterns":[{keep}]}},{{"patterns":["^ci-"],"mostRecentlyPushedCount":3}}]}}]}}}}"#
+        r#","storage":{{"rootDirectory":@ROOT@@SHARED@,"gcDelay":"1h","gcInterval":"200ms","retention":{{"policies":[{{"repositories":["live/**"],"keepTags":[{{"patterns":[{keep}]}},{{"patterns":["^ci-"],"mostRecentlyPushedCount":3}}]}}]}}}}"#
     )
 }
 

@@ -292,12 +292,17 @@ impl Server {
     }
 
     /// Writes the configuration file with `extra` spliced in (`@ROOT@` in
-    /// it stands for the storage root, as a JSON string).
+    /// it stands for the storage root, as a JSON string, `@SHARED@` for the
+    /// shared store's keys).
     fn write_config(&self, extra: &str) -> PathBuf {
-        let extra = extra.replace(
-            "@ROOT@",
-            &format!("{:?}", self.root().display().to_string()),
-        );
+        // `@SHARED@` after `@ROOT@` keeps the shared store's keys in a
+        // `storage` section a test writes itself.
+        let extra = extra
+            .replace(
+                "@ROOT@",
+                &format!("{:?}", self.root().display().to_string()),
+            )
+            .replace("@SHARED@", self.storage_keys());
         let config = self.dir.path().join("config.json");
         let text = format!(
             r#"{{"storage":{{"rootDirectory":{root:?}{shared}}},"http":{{"address":"127.0.0.1","port":"0"}},"log":{{"level":"info","output":{log:?},"audit":{audit:?}}}{extra}}}"#,
