@@ -55,7 +55,16 @@ impl Registry {
         n: Option<usize>,
         last: Option<&str>,
     ) -> Result<Page> {
-        let tags = self.store.list(&keys::tags(repo)).await?;
+        let prefix = keys::tags(repo);
+        // A page asks the store for that page (and one more name, to know
+        // whether more follow), not for every tag.
+        let tags = match n {
+            Some(n) => {
+                let want = n.saturating_add(1);
+                self.store.list_after(&prefix, last, want).await?
+            }
+            None => self.store.list(&prefix).await?,
+        };
         if tags.is_empty() && !self.repo_exists(repo).await? {
             return Err(CoreError::NameUnknown);
         }

@@ -110,6 +110,20 @@ pub trait Backend: Send + Sync + 'static {
     /// The entries directly under a prefix (`""` for the root), sorted by name.
     async fn list(&self, prefix: &str) -> Result<Vec<Entry>>;
 
+    /// At most `limit` entries of [`Backend::list`] whose names sort after
+    /// `after` (a page; the shared store answers it with one indexed query
+    /// instead of reading the whole directory).
+    async fn list_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let all = self.list(prefix).await?;
+        let start = after.map_or(0, |a| all.partition_point(|e| e.name.as_str() <= a));
+        Ok(all.into_iter().skip(start).take(limit).collect())
+    }
+
     /// Opens a staged upload for appending at `offset`: 0 creates it, any
     /// other value must equal its current size.
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>>;

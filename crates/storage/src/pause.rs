@@ -270,6 +270,15 @@ impl Backend for Pausing {
         self.inner.stage_list().await
     }
 
+    async fn list_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        self.inner.list_after(prefix, after, limit).await
+    }
+
     async fn exclusive(&self, name: &str) -> Result<crate::Turn> {
         self.inner.exclusive(name).await
     }

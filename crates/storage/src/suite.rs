@@ -59,6 +59,21 @@ pub async fn run(store: &dyn Backend) {
     );
     assert_eq!(store.list("").await.unwrap(), vec![entry("a", true)]);
     assert_eq!(store.list("nothing/here").await.unwrap(), vec![]);
+    // Pages of a listing: after a name, at most so many.
+    assert_eq!(
+        store.list_after("a", None, 2).await.unwrap(),
+        vec![entry("a", false), entry("b", false)]
+    );
+    assert_eq!(
+        store.list_after("a", Some("a"), 5).await.unwrap(),
+        vec![entry("b", false), entry("c", true)]
+    );
+    assert_eq!(
+        store.list_after("a", Some("bb"), 5).await.unwrap(),
+        vec![entry("c", true)]
+    );
+    assert_eq!(store.list_after("a", Some("c"), 5).await.unwrap(), vec![]);
+    assert_eq!(store.list_after("a", None, 0).await.unwrap(), vec![]);
 
     // Ranged reads, small and large.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();

@@ -919,6 +919,37 @@ impl Backend for ClusterBackend {
             .collect())
     }
 
+    async fn list_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        check_key(prefix, true)?;
+        let client = self.client().await?;
+        let (after, limit) = (
+            after.unwrap_or(""),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        );
+        let rows = all(
+            &client,
+            "(SELECT name, true FROM dirs WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3)
+             UNION
+             (SELECT name, false FROM objects WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3)
+             ORDER BY 1, 2 LIMIT $3",
+            &[&prefix, &after, &limit],
+        )
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| Entry {
+                name: r.get(0),
+                is_dir: r.get(1),
+            })
+            .collect())
+    }
+
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>> {
         check_id(id)?;
         if offset == 0 {
