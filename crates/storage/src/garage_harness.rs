@@ -45,13 +45,7 @@ fn binary() -> PathBuf {
         .expect("Garage is not installed: scripts/install-test-deps.sh builds it")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::pg_harness::free_port;
 
 impl Garage {
     /// Starts a one-node Garage with bucket [`BUCKET`] writable by

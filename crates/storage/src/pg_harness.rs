@@ -64,7 +64,8 @@ fn command(bin: &Path, who: Option<(u32, u32)>) -> Command {
     c
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now (bound and let go).
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
