@@ -46,4 +46,48 @@ impl Registry {
         }
         Ok(out)
     }
+
+    /// The store's own secret, made once: `fresh` the first time any
+    /// process asks (create-once, so racing replicas agree on one), what
+    /// is stored ever after. The cookie key when the operator gave none,
+    /// so every replica reads every cookie and sessions outlive restarts.
+    pub async fn store_secret(&self, fresh: Bytes) -> Result<Bytes> {
+        if let Some(b) = self.store.get(keys::STORE_SECRET).await? {
+            return Ok(b);
+        }
+        self.store.put_if_absent(keys::STORE_SECRET, fresh).await?;
+        self.store
+            .get(keys::STORE_SECRET)
+            .await?
+            .ok_or(crate::CoreError::Storage(
+                berth_storage::StorageError::NotFound,
+            ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Options, Registry};
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn the_store_secret_is_made_once_and_agreed_on() {
+        let store = Arc::new(berth_storage::mem::MemBackend::new());
+        let a = Registry::new(store.clone(), Options::default());
+        let b = Registry::new(store, Options::default());
+        // Two processes asking at once keep one of their two candidates.
+        let (x, y) = tokio::join!(
+            a.store_secret(Bytes::from_static(&[1; 64])),
+            b.store_secret(Bytes::from_static(&[2; 64]))
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x, y);
+        assert!(x == [1; 64][..] || x == [2; 64][..]);
+        // Later candidates are ignored.
+        assert_eq!(
+            a.store_secret(Bytes::from_static(&[3; 64])).await.unwrap(),
+            x
+        );
+    }
 }

@@ -8,7 +8,6 @@ use crate::manifests::StoredManifest;
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::{Digest, Reference, RepoName, Tag};
 use bytes::Bytes;
-use std::ops::Bound;
 use std::time::SystemTime;
 
 impl Registry {
@@ -114,16 +113,6 @@ impl Registry {
         before: Option<&str>,
         visible: impl Fn(&str) -> bool,
     ) -> Result<crate::listing::Page> {
-        // Loads the index if this is its first use.
-        self.catalog(Some(0), None, |_| false).await?;
-        let names = self.catalog.names.read().unwrap_or_else(|p| p.into_inner());
-        let upper = before.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut iter = names
-            .range::<str, _>((Bound::Unbounded, upper))
-            .rev()
-            .filter(|n| visible(n));
-        let items: Vec<String> = iter.by_ref().take(n).cloned().collect();
-        let more = n > 0 && iter.next().is_some();
-        Ok(crate::listing::Page { items, more })
+        self.catalog_page(n, before, true, visible).await
     }
 }

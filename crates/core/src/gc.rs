@@ -99,7 +99,7 @@ pub struct GcReport {
 /// it (far beyond the bounded waits between writing and recording one).
 pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
+pub(crate) const ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Sha512];
 
 fn digest_of(alg: Algorithm, name: &str) -> Option<Digest> {
     format!("{}:{name}", alg.as_str()).parse().ok()

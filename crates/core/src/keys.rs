@@ -6,6 +6,7 @@
 //! gc-trash/<pass>/<n>                            what a GC pass has hidden, pending its re-check
 //! gc-lease                                       the collection pass holding the store (see lease)
 //! gc-lease-stale/<id>                            a stale lease being taken over (momentarily)
+//! sync-claims/<alg>/<hex>/<name>                 a replica fetching a blob from upstream (see sync)
 //! repositories/<name>/_layers/<alg>/<hex>        blob belongs to the repository (empty)
 //! repositories/<name>/_manifests/<alg>/<hex>     manifest belongs to it (holds its media type)
 //! repositories/<name>/_tags/<tag>                tag (holds the manifest digest)
@@ -15,6 +16,7 @@
 //! uploads/<id>                                   upload session (holds its repository)
 //! auth/apikeys/<sha256-hex>                      an API key record (never the key)
 //! auth/sessions/<sha256-hex>                     a login session (never its id)
+//! auth/secret                                    the cookie key without a keys file (made once)
 //! ```
 //! Repository name components never start with `_`, so the `_` directories
 //! cannot collide with nested repository names.
@@ -30,12 +32,14 @@ pub const PULLS: &str = "_pulls";
 pub const UPLOADS: &str = "uploads";
 pub const API_KEYS: &str = "auth/apikeys";
 pub const SESSIONS: &str = "auth/sessions";
+pub const STORE_SECRET: &str = "auth/secret";
 
 pub const BLOBS: &str = "blobs";
 pub const QUARANTINE: &str = "quarantine";
 pub const GC_TRASH: &str = "gc-trash";
 pub const GC_LEASE: &str = "gc-lease";
 pub const GC_LEASE_STALE: &str = "gc-lease-stale";
+pub const SYNC_CLAIMS: &str = "sync-claims";
 
 /// The name of the turn a manifest's push and delete take (not a key:
 /// a name for `Backend::exclusive`).
@@ -96,6 +100,11 @@ pub fn hidden(trash: &str, original: &str) -> String {
 /// The original key of a hidden object's name, inverse of [`hidden`].
 pub fn unhidden(name: &str) -> String {
     name.replace('~', "/")
+}
+
+/// The claim of the replica fetching `d` for `r` from upstream.
+pub fn sync_claim(r: &RepoName, d: &Digest) -> String {
+    format!("{SYNC_CLAIMS}/{}/{}/{r}", d.algorithm().as_str(), d.hex())
 }
 
 /// Where a stale collection lease is moved while it is taken over.

@@ -115,11 +115,11 @@ pub struct Options {
     pub max_manifest_size: usize,
     /// Upload sessions untouched for this long are removed by `expire_uploads`.
     pub upload_ttl: std::time::Duration,
-    /// When other processes write the same store (replicas), how old the
-    /// catalog index may get before it is walked again (in the
-    /// background). `None`: this process is the only writer, and the index
-    /// built once is kept current by its own writes.
-    pub catalog_refresh: Option<std::time::Duration>,
+    /// Other processes write the same store (replicas): the catalog is
+    /// read from the store by keyset queries at each request. Otherwise
+    /// this process is the only writer, and an index built once is kept
+    /// current by its own writes.
+    pub catalog_by_query: bool,
 }
 
 impl Default for Options {
@@ -127,7 +127,7 @@ impl Default for Options {
         Options {
             max_manifest_size: 4 * 1024 * 1024,
             upload_ttl: std::time::Duration::from_secs(24 * 3600),
-            catalog_refresh: None,
+            catalog_by_query: false,
         }
     }
 }

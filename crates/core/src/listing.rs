@@ -1,10 +1,15 @@
 //! Tag lists and the catalog, in byte order, with `n`/`last` pagination.
 //!
-//! The catalog is answered from an in-memory index of repository names:
-//! built by one walk of storage on first use, and kept current by every
-//! write that can create a repository (see [`Registry::note_repo`]) and by
-//! every delete that can empty one. Storage stays the source of truth; the
-//! index is derived and rebuilt at start.
+//! On a store this process alone writes, the catalog is answered from an
+//! in-memory index of repository names: built by one walk of storage on
+//! first use, and kept current by every write that can create a repository
+//! (see [`Registry::note_repo`]) and by every delete that can empty one.
+//! Storage stays the source of truth; the index is derived and rebuilt at
+//! start. On the shared store (`Options::catalog_by_query`) other replicas
+//! write too, and every page is read from the store with keyset queries
+//! ([`Backend::dirs_holding`]): never stale, never a walk.
+//!
+//! [`Backend::dirs_holding`]: berth_storage::Backend::dirs_holding
 
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::RepoName;
@@ -18,11 +23,6 @@ use std::sync::RwLock;
 pub struct CatalogIndex {
     pub(crate) names: RwLock<BTreeSet<String>>,
     loaded: tokio::sync::OnceCell<()>,
-    /// With `Options::catalog_refresh`: when the last walk began.
-    walked_at: std::sync::Mutex<Option<std::time::Instant>>,
-    /// Names noted since the last walk began (a walk must not drop them).
-    noted: std::sync::Mutex<BTreeSet<String>>,
-    refreshing: std::sync::atomic::AtomicBool,
 }
 
 /// One page of names.
@@ -85,8 +85,11 @@ impl Registry {
             return Ok(false);
         }
         for kind in [keys::MANIFESTS, keys::LAYERS] {
-            if !self.linked(repo, kind).await?.is_empty() {
-                return Ok(true);
+            for alg in crate::gc::ALGORITHMS {
+                let dir = keys::links(repo, kind, alg);
+                if !self.store.list_after(&dir, None, 1).await?.is_empty() {
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
@@ -135,61 +138,6 @@ impl Registry {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(repo.to_string());
         }
-        if self.options.catalog_refresh.is_some() {
-            self.catalog
-                .noted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(repo.to_string());
-        }
-    }
-
-    /// With `Options::catalog_refresh`, starts a walk in the background
-    /// when the last one began longer ago than that: names other replicas
-    /// created (or emptied) reach this one's index within the interval
-    /// plus one walk.
-    fn refresh_catalog_if_due(&self) {
-        use std::sync::atomic::Ordering;
-        let Some(every) = self.options.catalog_refresh else {
-            return;
-        };
-        let due = self
-            .catalog
-            .walked_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none_or(|t| t.elapsed() >= every);
-        if !due || self.catalog.refreshing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.catalog
-                .noted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
-            *me.catalog
-                .walked_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-            match me.walk_repositories().await {
-                Ok(walked) => {
-                    let mut names: BTreeSet<String> = walked.into_iter().collect();
-                    names.extend(
-                        me.catalog
-                            .noted
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .iter()
-                            .cloned(),
-                    );
-                    *me.catalog.names.write().unwrap_or_else(|p| p.into_inner()) = names;
-                }
-                Err(e) => tracing::warn!(error = %e, "could not refresh the catalog"),
-            }
-            me.catalog.refreshing.store(false, Ordering::Release);
-        });
     }
 
     /// Repository names, after `last`, at most `n`, among those `visible`
@@ -200,14 +148,25 @@ impl Registry {
         last: Option<&str>,
         visible: impl Fn(&str) -> bool,
     ) -> Result<Page> {
+        self.catalog_page(n.unwrap_or(usize::MAX), last, false, visible)
+            .await
+    }
+
+    /// Repository names beyond `from` in byte order (or reversed), at most
+    /// `n`, among those `visible` accepts; `more` when another follows.
+    pub(crate) async fn catalog_page(
+        &self,
+        n: usize,
+        from: Option<&str>,
+        descending: bool,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Page> {
+        if self.options.catalog_by_query {
+            return self.catalog_query(n, from, descending, visible).await;
+        }
         self.catalog
             .loaded
             .get_or_try_init(|| async {
-                *self
-                    .catalog
-                    .walked_at
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                 let walked = self.walk_repositories().await?;
                 self.catalog
                     .names
@@ -217,19 +176,64 @@ impl Registry {
                 Ok::<_, CoreError>(())
             })
             .await?;
-        self.refresh_catalog_if_due();
         let names = self.catalog.names.read().unwrap_or_else(|p| p.into_inner());
-        let lower = last.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut iter = names
-            .range::<str, _>((lower, Bound::Unbounded))
-            .filter(|n| visible(n));
-        let items: Vec<String> = iter
-            .by_ref()
-            .take(n.unwrap_or(usize::MAX))
-            .cloned()
-            .collect();
-        let more = n.is_some_and(|n| n > 0) && iter.next().is_some();
+        let beyond = from.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut iter: Box<dyn Iterator<Item = &String>> = if descending {
+            Box::new(names.range::<str, _>((Bound::Unbounded, beyond)).rev())
+        } else {
+            Box::new(names.range::<str, _>((beyond, Bound::Unbounded)))
+        };
+        let mut iter = iter.by_ref().filter(|n| visible(n));
+        let items: Vec<String> = iter.by_ref().take(n).cloned().collect();
+        let more = n > 0 && iter.next().is_some();
         Ok(Page { items, more })
+    }
+
+    /// [`Registry::catalog_page`] read from the store: repositories are the
+    /// directories holding `_manifests` or `_layers`, asked for a batch at
+    /// a time beyond the last one seen, each kept if visible and not empty.
+    async fn catalog_query(
+        &self,
+        n: usize,
+        from: Option<&str>,
+        descending: bool,
+        visible: impl Fn(&str) -> bool,
+    ) -> Result<Page> {
+        let batch = n.saturating_add(1).clamp(16, 500);
+        let mut items = Vec::new();
+        let mut cursor = from.map(str::to_owned);
+        loop {
+            let dirs = self
+                .store
+                .dirs_holding(
+                    keys::REPOSITORIES,
+                    &[keys::MANIFESTS, keys::LAYERS],
+                    cursor.as_deref(),
+                    batch,
+                    descending,
+                )
+                .await?;
+            let exhausted = dirs.len() < batch;
+            cursor = dirs.last().cloned();
+            for name in dirs {
+                if !visible(&name) {
+                    continue;
+                }
+                let Some(repo) = RepoName::parse(&name) else {
+                    continue;
+                };
+                if !self.repo_exists(&repo).await? {
+                    continue;
+                }
+                if items.len() == n {
+                    return Ok(Page { items, more: n > 0 });
+                }
+                items.push(name);
+            }
+            if exhausted {
+                return Ok(Page { items, more: false });
+            }
+        }
     }
 
     /// Finds every repository in storage.

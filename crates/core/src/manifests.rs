@@ -315,35 +315,67 @@ impl Registry {
     }
 
     /// The manifests of `repo` whose subject is `subject`, optionally only
-    /// those of one artifact type.
+    /// those of one artifact type: at most `limit`, beyond the entry
+    /// `after`, read from the store a page at a time (a keyset walk of the
+    /// subject's referrer entries). With the page comes the entry to go on
+    /// after when more may follow.
     pub async fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Vec<Descriptor>> {
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Descriptor>, Option<String>)> {
         let dir = keys::referrers(repo, subject);
+        let batch = limit.saturating_add(1).clamp(16, 500);
         let mut out = Vec::new();
-        for entry in self.store.list(&dir).await? {
-            let Some(json) = self.store.get(&keys::child(&dir, &entry.name)).await? else {
-                continue;
-            };
-            let Ok(d) = serde_json::from_slice::<Descriptor>(&json) else {
-                tracing::warn!(repo = %repo, entry = %entry.name, "unreadable referrer entry skipped");
-                continue;
-            };
-            if artifact_type.is_some_and(|t| d.artifact_type.as_deref() != Some(t)) {
-                continue;
-            }
-            if self
+        let mut cursor = after.map(str::to_owned);
+        loop {
+            let entries = self
                 .store
-                .stat(&keys::manifest_link(repo, &d.digest))
-                .await?
-                .is_some()
-            {
-                out.push(d);
+                .list_after(&dir, cursor.as_deref(), batch)
+                .await?;
+            let exhausted = entries.len() < batch;
+            for entry in entries {
+                if out.len() == limit {
+                    // Another entry follows the page: go on after the last
+                    // one taken.
+                    return Ok((out, cursor));
+                }
+                cursor = Some(entry.name.clone());
+                if let Some(d) = self.referrer(repo, &dir, &entry.name).await? {
+                    if artifact_type.is_none_or(|t| d.artifact_type.as_deref() == Some(t)) {
+                        out.push(d);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((out, None));
             }
         }
-        Ok(out)
+    }
+
+    /// One referrer entry's descriptor, if it is readable and its manifest
+    /// is still in the repository.
+    async fn referrer(
+        &self,
+        repo: &RepoName,
+        dir: &str,
+        entry: &str,
+    ) -> Result<Option<Descriptor>> {
+        let Some(json) = self.store.get(&keys::child(dir, entry)).await? else {
+            return Ok(None);
+        };
+        let Ok(d) = serde_json::from_slice::<Descriptor>(&json) else {
+            tracing::warn!(repo = %repo, entry, "unreadable referrer entry skipped");
+            return Ok(None);
+        };
+        let linked = self
+            .store
+            .stat(&keys::manifest_link(repo, &d.digest))
+            .await?
+            .is_some();
+        Ok(linked.then_some(d))
     }
 }

@@ -218,7 +218,8 @@ impl Auth {
         };
         let (oidc, sessions) = match &a.openid {
             Some(cfg) => {
-                let key = crate::session::cookie_key(a.session_keys_file.as_deref())?;
+                let key = crate::session::cookie_key_for(a.session_keys_file.as_deref(), registry)
+                    .await?;
                 let secure = s.tls.is_some()
                     || a.secure_session == Some(true)
                     || base_url.starts_with("https://");

@@ -125,10 +125,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// How stale a replica's catalog index may get on the shared store (plus
-/// the time of one walk).
-pub const CATALOG_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Builds the registry for the settings and serves until a signal arrives.
 pub async fn run(settings: Settings) -> Result<(), BoxError> {
     for feature in &settings.inactive {
@@ -139,9 +135,9 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     }
     let store = crate::store::open(&settings).await?;
     // On the shared store other replicas create repositories too: the
-    // catalog index is walked again when older than this.
+    // catalog is read from the store at each request.
     let options = Options {
-        catalog_refresh: settings.shared.as_ref().map(|_| CATALOG_REFRESH),
+        catalog_by_query: settings.shared.is_some(),
         ..Options::default()
     };
     let registry = Registry::new(store, options);

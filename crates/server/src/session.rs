@@ -3,8 +3,10 @@
 //! ends it, and a stolen database reveals no usable id).
 //!
 //! The cookie key comes from `http.auth.sessionKeysFile` (zot's
-//! `{"hashKey": ..., "encryptKey": ...}`, raw strings) so sessions survive a
-//! restart; without it a random key is made at start, as zot does.
+//! `{"hashKey": ..., "encryptKey": ...}`, raw strings). Without it, zot
+//! makes a random key at each start; Berth makes one once per store and
+//! keeps it there (`auth/secret`), so sessions survive a restart and every
+//! replica of a shared store reads every cookie.
 
 use berth_core::accounts::RecordKind;
 use berth_core::Registry;
@@ -44,10 +46,10 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The cookie key: derived from the keys file, or random.
-pub fn cookie_key(keys_file: Option<&str>) -> Result<Key, String> {
+/// The cookie key derived from the keys file; `None` without one.
+pub fn cookie_key(keys_file: Option<&str>) -> Result<Option<Key>, String> {
     let Some(path) = keys_file else {
-        return Ok(Key::generate());
+        return Ok(None);
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("http.auth.sessionKeysFile {path}: {e}"))?;
@@ -67,7 +69,23 @@ pub fn cookie_key(keys_file: Option<&str>) -> Result<Key, String> {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
-    Key::try_from(h.finalize().as_slice()).map_err(|e| format!("session key: {e}"))
+    Key::try_from(h.finalize().as_slice())
+        .map(Some)
+        .map_err(|e| format!("session key: {e}"))
+}
+
+/// The cookie key in force: the keys file's, else the store's own secret
+/// (random, made once per store, shared by every replica on it).
+pub async fn cookie_key_for(keys_file: Option<&str>, registry: &Registry) -> Result<Key, String> {
+    if let Some(k) = cookie_key(keys_file)? {
+        return Ok(k);
+    }
+    let fresh = bytes::Bytes::copy_from_slice(Key::generate().master());
+    let secret = registry
+        .store_secret(fresh)
+        .await
+        .map_err(|e| format!("the store's cookie key: {e}"))?;
+    Key::try_from(&secret[..]).map_err(|e| format!("the store's cookie key: {e}"))
 }
 
 /// Reads the request's cookies (ours only; the IdP's share the host).

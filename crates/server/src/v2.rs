@@ -301,7 +301,11 @@ async fn handle(
         }
         Endpoint::Referrers { repo, digest } => {
             let filter = query.get("artifactType").filter(|t| !t.is_empty());
-            let manifests = reg.referrers(&repo, &digest, filter).await?;
+            // `n` and `last` as for tags (the spec leaves referrers' pages
+            // to the registry; clients follow the Link).
+            let (n, after) = pagination(query)?;
+            let limit = n.unwrap_or(REFERRERS_PAGE).min(REFERRERS_PAGE);
+            let (manifests, next) = reg.referrers(&repo, &digest, filter, after, limit).await?;
             let body = serde_json::json!({
                 "schemaVersion": 2,
                 "mediaType": OCI_INDEX,
@@ -311,7 +315,22 @@ async fn handle(
             if filter.is_some() {
                 set(resp.headers_mut(), FILTERS_APPLIED, "artifactType");
             }
-            Ok(resp)
+            // More follow: the spec's Link header, to an opaque URL.
+            let link = next.map(|last| {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                if let Some(n) = n {
+                    q.append_pair("n", &n.to_string());
+                }
+                q.append_pair("last", &last);
+                if let Some(t) = filter {
+                    q.append_pair("artifactType", t);
+                }
+                format!(
+                    "</v2/{repo}/referrers/{digest}?{}>; rel=\"next\"",
+                    q.finish()
+                )
+            });
+            Ok(with_link(resp, link))
         }
     }
 }
@@ -613,6 +632,9 @@ fn chunk_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
     }
     Ok(Some((start, end)))
 }
+
+/// Referrers in one response; more are a `Link` away.
+const REFERRERS_PAGE: usize = 1000;
 
 fn pagination(query: &Query) -> Result<(Option<usize>, Option<&str>)> {
     let n = match query.get("n") {

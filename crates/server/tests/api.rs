@@ -521,6 +521,77 @@ async fn referrers_index() {
 }
 
 #[tokio::test]
+async fn referrers_come_by_the_page_with_a_link_to_the_next() {
+    let s = Server::start();
+    let (subject_body, subject) = s.push_image("pages", "base", 31, 1).await;
+    let empty = s.push_blob("pages", b"{}").await;
+    let mut pushed = Vec::new();
+    for i in 0..7 {
+        let kind = if i % 2 == 0 { "sig" } else { "sbom" };
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/vnd.example.{kind}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{}}},"annotations":{{"i":"{i}"}}}}"#,
+            subject_body.len()
+        )
+        .into_bytes();
+        let r = s
+            .put_manifest("pages", &sha256(&body), OCI_MANIFEST, &body)
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        pushed.push((kind, sha256(&body)));
+    }
+    // Follows the Link headers from `first`; every page's size and the
+    // digests seen, in order.
+    let walk = |first: String| {
+        let s = &s;
+        async move {
+            let (mut sizes, mut seen) = (Vec::new(), Vec::new());
+            let mut next = Some(first);
+            while let Some(url) = next.take() {
+                let r = s.get(&url).await;
+                assert_eq!(r.status(), StatusCode::OK, "{url}");
+                next = r.headers().get("link").map(|l| {
+                    let l = l.to_str().unwrap();
+                    assert!(l.ends_with(r#">; rel="next""#), "{l}");
+                    l[1..l.find('>').unwrap()].to_owned()
+                });
+                let v = r.json_body().await;
+                let list = v["manifests"].as_array().unwrap();
+                sizes.push(list.len());
+                seen.extend(
+                    list.iter()
+                        .map(|d| d["digest"].as_str().unwrap().to_owned()),
+                );
+            }
+            (sizes, seen)
+        }
+    };
+    let mut all: Vec<String> = pushed.iter().map(|(_, d)| d.clone()).collect();
+    all.sort();
+    let (sizes, seen) = walk(format!("/v2/pages/referrers/{subject}?n=3")).await;
+    assert_eq!(sizes, [3, 3, 1]);
+    assert_eq!(seen, all, "every referrer once, in entry order");
+    // Without `n`, one page holds them all and no Link is sent.
+    let (sizes, _) = walk(format!("/v2/pages/referrers/{subject}")).await;
+    assert_eq!(sizes, [7]);
+    // The filter is carried from page to page.
+    let mut sigs: Vec<String> = pushed
+        .iter()
+        .filter(|(k, _)| *k == "sig")
+        .map(|(_, d)| d.clone())
+        .collect();
+    sigs.sort();
+    let (sizes, seen) = walk(format!(
+        "/v2/pages/referrers/{subject}?n=2&artifactType=application%2Fvnd.example.sig"
+    ))
+    .await;
+    assert_eq!(sizes.iter().sum::<usize>(), 4);
+    assert!(sizes.iter().all(|&n| n <= 2), "{sizes:?}");
+    assert_eq!(seen, sigs);
+    let r = s.get(&format!("/v2/pages/referrers/{subject}?n=x")).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn deletes() {
     let s = Server::start();
     let (m, digest) = s.push_image("del", "t1", 40, 1).await;

@@ -251,7 +251,7 @@ proptest! {
         values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..120), 0..3),
         shaped in "((berth_session|berth_login|x)=[A-Za-z0-9+/=%\"; ]{0,40}; ?){0,4}",
     ) {
-        let key = session::cookie_key(None).unwrap();
+        let key = cookie::Key::generate();
         let mut values = values;
         values.push(shaped.into_bytes());
         let h = cookie_headers(&values);
@@ -263,7 +263,7 @@ proptest! {
 
     #[test]
     fn session_cookies_round_trip(value in ".{0,200}", secure in any::<bool>(), other in "[a-z]{1,8}=[a-z0-9]{0,8}") {
-        let key = session::cookie_key(None).unwrap();
+        let key = cookie::Key::generate();
         let set = session::set_private(
             &key, session::SESSION_COOKIE, value.clone(), "/", session::SESSION_TTL, secure,
         );
@@ -271,14 +271,14 @@ proptest! {
         let h = cookie_headers(&[format!("{other}; {pair}").into_bytes()]);
         prop_assert_eq!(session::private_value(&h, &key, session::SESSION_COOKIE), Some(value));
         // Another key, or another name, opens nothing.
-        let stranger = session::cookie_key(None).unwrap();
+        let stranger = cookie::Key::generate();
         prop_assert_eq!(session::private_value(&h, &stranger, session::SESSION_COOKIE), None);
         prop_assert_eq!(session::private_value(&h, &key, session::LOGIN_COOKIE), None);
     }
 
     #[test]
     fn tampered_session_cookies_open_nothing(value in ".{1,60}", at in any::<prop::sample::Index>(), bit in 0u8..6) {
-        let key = session::cookie_key(None).unwrap();
+        let key = cookie::Key::generate();
         let set = session::set_private(
             &key, session::SESSION_COOKIE, value, "/", session::SESSION_TTL, false,
         );

@@ -66,7 +66,7 @@ fn htpasswd_file(dir: &std::path::Path, extra_lines: &str) -> String {
 async fn ratelimit_answers_before_authentication() {
     let files = tempfile::tempdir().unwrap();
     let htpasswd = htpasswd_file(files.path(), "");
-    let s = Server::start_with(&format!(
+    let s = Server::start_one(&format!(
         r#","http":{{"address":"127.0.0.1","port":"0","ratelimit":{{"rate":1}},"auth":{{"htpasswd":{{"path":{htpasswd:?}}}}}}}"#
     ));
     let got = burst(&s, 30, reqwest::Method::GET, "/v2/", Some("mallory:guess")).await;
@@ -94,7 +94,7 @@ async fn ratelimit_answers_before_authentication() {
 /// A per-method rate limits that method only.
 #[tokio::test]
 async fn ratelimit_per_method() {
-    let s = Server::start_with(
+    let s = Server::start_one(
         r#","http":{"address":"127.0.0.1","port":"0","ratelimit":{"methods":[{"method":"DELETE","rate":1}]}}"#,
     );
     let gets = burst(&s, 30, reqwest::Method::GET, "/v2/", None).await;

@@ -23,7 +23,12 @@ async fn query(base: &str, q: &str) -> Option<f64> {
         "{base}/api/v1/query?query={}",
         form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
     );
-    let v: serde_json::Value = reqwest::get(url).await.ok()?.json_body().await;
+    let r = reqwest::get(url).await.ok()?;
+    // Prometheus answers 503 until its storage is ready.
+    if r.status() != StatusCode::OK {
+        return None;
+    }
+    let v: serde_json::Value = r.json_body().await;
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
@@ -32,7 +37,8 @@ async fn prometheus_scrapes_berth() {
     // A pull-through upstream, for the sync counters.
     let up = Server::start();
     up.push_image("up/app", "v1", 9, 1).await;
-    let s = Server::start_with(&format!(
+    // One process: Prometheus scrapes each replica on its own.
+    let s = Server::start_one(&format!(
         r#","storage":{{"rootDirectory":@ROOT@@SHARED@,"gcInterval":"1s"}},"extensions":{{"metrics":{{"enable":true,"prometheus":{{"path":"/metrics"}}}},
         "sync":{{"registries":[{{"urls":["{}"],"onDemand":true,"content":[{{"prefix":"up/**"}}]}}]}}}}"#,
         up.base

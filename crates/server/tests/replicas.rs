@@ -604,3 +604,40 @@ async fn two_replicas_collecting_while_pushes_go_on_lose_nothing_acknowledged() 
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "the collectors ran");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_missing_one_blob_together_fetch_it_from_upstream_once() {
+    let upstream = Server::start_local("");
+    let blob = bytes(41, 24 << 20);
+    let digest = upstream.push_blob("up/app", &blob).await;
+    // The upstream behind a proxy that counts what it is asked.
+    let counter = RoundRobin::start(std::slice::from_ref(&upstream.base)).await;
+    let rs = replicas(&format!(
+        r#","extensions":{{"sync":{{"enable":true,"registries":[{{"urls":["{}"],"onDemand":true,"maxRetries":1,"retryDelay":"100ms"}}]}}}}"#,
+        counter.url
+    ));
+    // Two clients on each replica ask at once.
+    let path = format!("/v2/up/app/blobs/{digest}");
+    let gets = rs.iter().flat_map(|s| [s, s]).map(|s| {
+        let path = path.clone();
+        async move {
+            let r = s.get(&path).await;
+            assert_eq!(r.status(), StatusCode::OK, "from {}", s.base);
+            sha256(&r.bytes().await.unwrap())
+        }
+    });
+    for got in futures_util::future::join_all(gets).await {
+        assert_eq!(got, digest);
+    }
+    assert_eq!(
+        counter.seen("GET", &path),
+        1,
+        "one fetch from upstream among three replicas"
+    );
+    // Stored once, served by each replica from the shared store.
+    for s in &rs {
+        let r = s.get(&path).await;
+        assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
+    }
+    assert_eq!(counter.seen("GET", &path), 1);
+}

@@ -20,7 +20,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// `http` comes first in the object; a later key of the same name wins in
 /// the loader, which reads the object into a map).
 fn server(http_json: &str) -> Server {
-    Server::start_with(http_json)
+    Server::start_one(http_json)
 }
 
 fn connect(s: &Server) -> TcpStream {
@@ -265,7 +265,7 @@ async fn a_download_nobody_reads_is_cut_and_releases_its_descriptors() {
 #[tokio::test]
 async fn a_server_at_a_low_descriptor_limit_keeps_answering_under_a_flood_of_silent_sockets() {
     // 128 descriptors, default timeouts: only the cap and eviction help.
-    let s = Server::start_limited("", Some(128));
+    let s = Server::start_one_limited("", Some(128));
     let digest = s.push_blob("flood", b"hello").await;
     let silent: Vec<TcpStream> = (0..300)
         .map(|_| TcpStream::connect(s.host()).expect("connect"))

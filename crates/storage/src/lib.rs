@@ -124,6 +124,52 @@ pub trait Backend: Send + Sync + 'static {
         Ok(all.into_iter().skip(start).take(limit).collect())
     }
 
+    /// The directories at any depth below `prefix` that hold a directory
+    /// named one of `children`, as paths relative to `prefix`, in byte order (or
+    /// reversed), strictly beyond `from`, at most `limit`: a page of a
+    /// keyset walk. The shared store answers it with one indexed query;
+    /// this default walks the tree, for stores that keep their own index.
+    async fn dirs_holding(
+        &self,
+        prefix: &str,
+        children: &[&str],
+        from: Option<&str>,
+        limit: usize,
+        descending: bool,
+    ) -> Result<Vec<String>> {
+        check_key(prefix, true)?;
+        let mut found = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(rel) = pending.pop() {
+            let dir = match (prefix.is_empty(), rel.is_empty()) {
+                (_, true) => prefix.to_owned(),
+                (true, false) => rel.clone(),
+                (false, false) => format!("{prefix}/{rel}"),
+            };
+            for e in self.list(&dir).await?.into_iter().filter(|e| e.is_dir) {
+                if children.contains(&e.name.as_str()) && !rel.is_empty() {
+                    found.push(rel.clone());
+                }
+                pending.push(if rel.is_empty() {
+                    e.name
+                } else {
+                    format!("{rel}/{}", e.name)
+                });
+            }
+        }
+        found.sort();
+        found.dedup();
+        if descending {
+            found.reverse();
+        }
+        let beyond = |d: &String| match from {
+            None => true,
+            Some(f) if descending => d.as_str() < f,
+            Some(f) => d.as_str() > f,
+        };
+        Ok(found.into_iter().filter(beyond).take(limit).collect())
+    }
+
     /// Opens a staged upload for appending at `offset`: 0 creates it, any
     /// other value must equal its current size.
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>>;

@@ -75,6 +75,43 @@ pub async fn run(store: &dyn Backend) {
     assert_eq!(store.list_after("a", Some("c"), 5).await.unwrap(), vec![]);
     assert_eq!(store.list_after("a", None, 0).await.unwrap(), vec![]);
 
+    // Directories holding a child of a name, at any depth, by the page.
+    for key in [
+        "t/x/_m/1",
+        "t/x/y/_m/1",
+        "t/x-y/_m/1",
+        "t/z/_n/1",
+        "t/z/w/v/_m/1",
+        "t0/q/_m/1",
+        "u/_m/1",
+    ] {
+        store.put(key, Bytes::new(), Durable).await.unwrap();
+    }
+    let holding = |from: Option<&'static str>, limit, descending| async move {
+        store
+            .dirs_holding("t", &["_m"], from, limit, descending)
+            .await
+            .unwrap()
+    };
+    assert_eq!(holding(None, 10, false).await, ["x", "x-y", "x/y", "z/w/v"]);
+    assert_eq!(holding(None, 2, false).await, ["x", "x-y"]);
+    assert_eq!(holding(Some("x-y"), 10, false).await, ["x/y", "z/w/v"]);
+    assert_eq!(holding(Some("x-a"), 1, false).await, ["x-y"]);
+    assert_eq!(holding(None, 3, true).await, ["z/w/v", "x/y", "x-y"]);
+    assert_eq!(holding(Some("x-y"), 10, true).await, ["x"]);
+    assert_eq!(holding(Some("x"), 10, true).await, Vec::<String>::new());
+    assert_eq!(holding(None, 0, false).await, Vec::<String>::new());
+    assert_eq!(
+        store
+            .dirs_holding("", &["_m", "_n"], Some("t/x/y"), 10, false)
+            .await
+            .unwrap(),
+        ["t/z", "t/z/w/v", "t0/q", "u"]
+    );
+    store.delete_prefix("t").await.unwrap();
+    store.delete_prefix("t0").await.unwrap();
+    store.delete_prefix("u").await.unwrap();
+
     // Ranged reads, small and large.
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     store

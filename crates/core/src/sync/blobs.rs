@@ -4,6 +4,7 @@
 //! memory while it keeps up, else from the staging object, then from the
 //! committed content), the last byte held back until the digest matched.
 
+use super::claims;
 use super::upstream::{self, Upstream, UpstreamError};
 use super::Sync;
 use crate::{keys, CoreError, Registry, Result};
@@ -311,17 +312,30 @@ impl Registry {
             key: key.clone(),
             flight: flight.clone(),
         };
-        let (repo, digest) = &key;
-        let Some(_turn) = upstream.permit().await else {
-            self.sync_stats.throttled.fetch_add(1, Ordering::Relaxed);
+        // The flight leaves the table before its readers learn how it
+        // ended, so that a later miss starts a fetch of its own.
+        let end = |outcome: Outcome| {
             sync.blob_flights
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
-            flight
-                .state
-                .send_modify(|s| s.outcome = Some(Outcome::Busy));
-            return;
+            flight.state.send_modify(|s| s.outcome = Some(outcome));
+        };
+        let (repo, digest) = &key;
+        // Among replicas sharing the store, one fetches; the others wait
+        // for it and serve what it stored.
+        let _claim = match self.claim_fetch(repo, digest).await {
+            Ok(claims::Claim::Landed) => return end(Outcome::Stored),
+            Ok(claims::Claim::Mine(held)) => Some(held),
+            Ok(claims::Claim::Unclaimed) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim a pull-through fetch; fetching without");
+                None
+            }
+        };
+        let Some(_turn) = upstream.permit().await else {
+            self.sync_stats.throttled.fetch_add(1, Ordering::Relaxed);
+            return end(Outcome::Busy);
         };
         let result = self
             .fetch_blob(&upstream, &source, repo, digest, &flight)
@@ -336,13 +350,7 @@ impl Registry {
             Err(UpstreamError::NotFound) => {}
             Err(e) => self.sync_failed("fetching a blob from upstream failed", e),
         }
-        sync.blob_flights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-        flight.state.send_modify(|s| {
-            s.outcome = Some(Outcome::of(&result));
-        });
+        end(Outcome::of(&result));
     }
 
     /// Fetches one blob whole, outside any flight (mirroring). Whether

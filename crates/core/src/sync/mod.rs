@@ -25,6 +25,7 @@
 //! interrupted pass resumes where it stopped.
 
 mod blobs;
+mod claims;
 pub mod content;
 mod mirror;
 pub mod upstream;

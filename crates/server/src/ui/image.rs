@@ -322,13 +322,20 @@ pub async fn image_page(
     Ok(page)
 }
 
+/// Referrers an image page lists.
+const REFERRERS_SHOWN: usize = 1000;
+
 async fn referrer_groups(
     reg: &Registry,
     repo: &RepoName,
     subject: &Digest,
 ) -> Result<Vec<ReferrerGroup>, CoreError> {
     let mut groups: BTreeMap<String, Vec<Referrer>> = BTreeMap::new();
-    for d in reg.referrers(repo, subject, None).await? {
+    // The page shows at most this many; more is for the API's pages.
+    let (referrers, _) = reg
+        .referrers(repo, subject, None, None, REFERRERS_SHOWN)
+        .await?;
+    for d in referrers {
         let t = d.artifact_type.clone().unwrap_or_else(|| "unknown".into());
         groups.entry(t).or_default().push(Referrer {
             digest: d.digest.to_string(),

@@ -51,6 +51,12 @@ pub fn shared_mode() -> bool {
     std::env::var("BERTH_TEST_STORE").as_deref() == Ok("shared")
 }
 
+/// Whether, on the shared store, every server is three replicas behind a
+/// round-robin balancer (`BERTH_TEST_REPLICAS=3`).
+pub fn replicated_mode() -> bool {
+    std::env::var("BERTH_TEST_REPLICAS").as_deref() == Ok("3")
+}
+
 fn shared_backends() -> Arc<SharedBackends> {
     let mut g = SHARED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(b) = g.upgrade() {
@@ -95,9 +101,17 @@ fn shared_prefix(n: usize) -> String {
     format!("s{}-{n}", std::process::id())
 }
 
-/// A running Berth.
+/// A running Berth: one process, or, when the suite runs on the shared
+/// store, three replicas of one configuration behind a round-robin
+/// balancer (each request to the next replica), `base` being the
+/// balancer's.
 pub struct Server {
     pub base: String,
+    /// This process's own URL (`base` unless behind the balancer).
+    pub direct: String,
+    /// The other replicas and the balancer in front of all three.
+    others: Vec<Server>,
+    balancer: Option<spread::Balancer>,
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub client: Client,
@@ -166,7 +180,38 @@ impl Server {
     }
 
     fn start_full(extra: &str, nofile: Option<u64>, prepare: impl FnOnce(&Path)) -> Server {
-        Server::start_on(extra, nofile, prepare, shared_mode().then(fresh_shared))
+        if !shared_mode() {
+            return Server::start_on(extra, nofile, prepare, None);
+        }
+        let mut first = Server::start_on(extra, nofile, prepare, Some(fresh_shared()));
+        if !replicated_mode() {
+            return first;
+        }
+        first.others = vec![first.replica(), first.replica()];
+        let balancer = spread::Balancer::start(&first.directs());
+        first.base = balancer.url.clone();
+        first.balancer = Some(balancer);
+        first
+    }
+
+    /// Starts one Berth process, on the shared store when the suite runs
+    /// on it but never behind the balancer: for what belongs to one
+    /// process (its connections, its counters, its rate limits).
+    pub fn start_one(extra: &str) -> Server {
+        Server::start_one_limited(extra, None)
+    }
+
+    /// `start_one` under an open-file limit, if given.
+    pub fn start_one_limited(extra: &str, nofile: Option<u64>) -> Server {
+        Server::start_on(extra, nofile, |_| {}, shared_mode().then(fresh_shared))
+    }
+
+    /// The URLs of every process of this server.
+    fn directs(&self) -> Vec<String> {
+        std::iter::once(self)
+            .chain(&self.others)
+            .map(|s| s.direct.clone())
+            .collect()
     }
 
     /// Starts Berth on a fresh place of the shared store (PostgreSQL and
@@ -212,6 +257,9 @@ impl Server {
         prepare(&dir.path().join("data"));
         let mut s = Server {
             base: String::new(),
+            direct: String::new(),
+            others: Vec::new(),
+            balancer: None,
             dir,
             child: None,
             client: Client::builder()
@@ -318,20 +366,29 @@ impl Server {
         config
     }
 
-    /// Replaces the running server's configuration file (it reloads).
+    /// Replaces the running server's configuration file (it reloads);
+    /// every replica's.
     pub fn rewrite_config(&self, extra: &str) {
         self.write_config(extra);
+        for o in &self.others {
+            o.write_config(extra);
+        }
     }
 
-    /// Writes raw text as the configuration file.
+    /// Writes raw text as the configuration file (every replica's).
     pub fn write_raw_config(&self, text: &str) {
         std::fs::write(self.dir.path().join("config.json"), text).expect("write config");
+        for o in &self.others {
+            o.write_raw_config(text);
+        }
     }
 
-    /// Sends SIGHUP (reload the configuration now).
+    /// Sends SIGHUP (reload the configuration now) to every replica.
     pub fn hangup(&self) {
-        unsafe {
-            libc::kill(self.pid() as i32, libc::SIGHUP);
+        for s in std::iter::once(self).chain(&self.others) {
+            unsafe {
+                libc::kill(s.pid() as i32, libc::SIGHUP);
+            }
         }
     }
 
@@ -371,7 +428,8 @@ impl Server {
             .strip_prefix("berth listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        self.base = url;
+        self.base = url.clone();
+        self.direct = url;
         self.child = Some(child);
     }
 
@@ -384,32 +442,53 @@ impl Server {
         self.base.trim_start_matches("http://").to_owned()
     }
 
-    /// The audit trail so far, one JSON value per line.
+    /// The audit trail so far, one JSON value per line (every replica's,
+    /// one after the other).
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.path().join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-            .collect()
+        let mut lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(self.dir.path().join("audit.log"))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+                .collect();
+        for o in &self.others {
+            lines.extend(o.audit_lines());
+        }
+        lines
     }
 
+    /// The log so far (every replica's, one after the other).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("berth.log")).unwrap_or_default()
+        let mut log =
+            std::fs::read_to_string(self.dir.path().join("berth.log")).unwrap_or_default();
+        for o in &self.others {
+            log.push_str(&o.log());
+        }
+        log
     }
 
-    /// Kills the server with SIGKILL (no chance to clean up).
+    /// Kills the server with SIGKILL (no chance to clean up), every
+    /// replica.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        for o in &mut self.others {
+            o.kill();
+        }
     }
 
-    /// Sends SIGTERM and waits for a clean exit.
+    /// Sends SIGTERM and waits for a clean exit (every replica; the first
+    /// one's status).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        for o in &mut self.others {
+            let status = o.terminate();
+            assert!(status.success(), "a replica: {status}");
         }
         c.wait().expect("wait")
     }
@@ -439,10 +518,18 @@ impl Server {
         stdout
     }
 
-    /// Starts the server again on the same storage (a new port).
+    /// Starts the server again on the same storage (new ports), every
+    /// replica.
     pub fn restart(&mut self) {
         self.kill();
         self.boot();
+        for o in &mut self.others {
+            o.boot();
+        }
+        if let Some(b) = &self.balancer {
+            b.retarget(&self.directs());
+            self.base = b.url.clone();
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -185,6 +185,46 @@ impl Backend for ClusterBackend {
             .collect())
     }
 
+    async fn dirs_holding(
+        &self,
+        prefix: &str,
+        children: &[&str],
+        from: Option<&str>,
+        limit: usize,
+        descending: bool,
+    ) -> Result<Vec<String>> {
+        check_key(prefix, true)?;
+        // A range scan of the directories' primary key (parent, name) in
+        // order, which stops once `limit` parents matched. Paths below `prefix` are the parents in (prefix + "/",
+        // prefix + "0"): '0' follows '/' byte-wise.
+        let (below, end) = if prefix.is_empty() {
+            (String::new(), None)
+        } else {
+            (format!("{prefix}/"), Some(format!("{prefix}0")))
+        };
+        let from = from.map(|f| format!("{below}{f}"));
+        let (lo, hi) = if descending {
+            (below.clone(), from.or(end))
+        } else {
+            (from.unwrap_or_else(|| below.clone()), end)
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let order = if descending { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT DISTINCT parent FROM dirs
+             WHERE parent > $2 AND ($3::text IS NULL OR parent < $3) AND name = ANY($1)
+             ORDER BY parent {order} LIMIT $4"
+        );
+        let client = self.client().await?;
+        let rows = all(&client, &sql, &[&children, &lo, &hi, &limit])
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0)[below.len()..].to_owned())
+            .collect())
+    }
+
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>> {
         check_id(id)?;
         if offset == 0 {

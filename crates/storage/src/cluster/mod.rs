@@ -60,8 +60,8 @@ pub const INLINE: usize = 64 * 1024;
 /// A stage writer gathers this much before it writes an object.
 pub const PART: usize = 8 * 1024 * 1024;
 
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_2: &str = include_str!("schema2.sql");
+/// The schema's versions, applied in order, each once.
+const SCHEMA: [&str; 2] = [include_str!("schema.sql"), include_str!("schema2.sql")];
 /// The advisory lock that serializes schema migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x6265_7274_6801;
 
@@ -301,17 +301,17 @@ impl ClusterBackend {
             .await
             .map_err(db)?
             .get(0);
-        if done.unwrap_or(0) < 1 {
-            tx.batch_execute(SCHEMA).await.map_err(db)?;
-            exec(&tx, "INSERT INTO berth_schema (version) VALUES (1)", &[])
+        for (version, sql) in (1..).zip(SCHEMA) {
+            if done.unwrap_or(0) < version {
+                tx.batch_execute(sql).await.map_err(db)?;
+                exec(
+                    &tx,
+                    "INSERT INTO berth_schema (version) VALUES ($1)",
+                    &[&version],
+                )
                 .await
                 .map_err(db)?;
-        }
-        if done.unwrap_or(0) < 2 {
-            tx.batch_execute(SCHEMA_2).await.map_err(db)?;
-            exec(&tx, "INSERT INTO berth_schema (version) VALUES (2)", &[])
-                .await
-                .map_err(db)?;
+            }
         }
         tx.commit().await.map_err(db)
     }
