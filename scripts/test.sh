@@ -13,9 +13,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
 
-# The server's integration suite again, every server on the store replicas
-# share (S3 on a real Garage, state in a real PostgreSQL; the harness starts
-# both). Left out: the tests of the filesystem store's own promises
+# The server's integration suite again, every server three replicas of one
+# configuration on the store replicas share (S3 on a real Garage, state in
+# a real PostgreSQL; the harness starts both), behind a round-robin
+# balancer in the test process: each request goes to the next replica.
+# Tests of what belongs to one process (its connections, TLS, counters,
+# rate limits, token and miss caches) start one replica. Left out: the tests of the filesystem store's own promises
 # (directory fsyncs, page-cache bypass, a full disk, corruption planted in
 # files, open file descriptors), which that store does not make.
 fs_only_files="durability push_io scrub"
@@ -28,4 +31,4 @@ for f in crates/server/tests/*.rs; do
 done
 skips=()
 for t in $fs_only_tests; do skips+=(--skip "$t"); done
-BERTH_TEST_STORE=shared cargo test -p berth-server --locked "${targets[@]}" "$@" -- "${skips[@]}"
+BERTH_TEST_STORE=shared BERTH_TEST_REPLICAS=3 cargo test -p berth-server --locked "${targets[@]}" "$@" -- "${skips[@]}"

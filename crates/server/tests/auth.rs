@@ -41,6 +41,14 @@ fn start() -> (Server, tempfile::TempDir) {
     (Server::start_with(&seed_config(&path)), dir)
 }
 
+/// `start`, one process (on the shared store when the suite runs on it).
+fn start_one() -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htpasswd");
+    write_htpasswd(&path, &USERS);
+    (Server::start_one(&seed_config(&path)), dir)
+}
+
 async fn mint(s: &Server, body: &str) -> serde_json::Value {
     let r = s
         .send(
@@ -550,7 +558,8 @@ async fn latest_moves_with_create() {
 
 #[tokio::test]
 async fn metrics_follow_access_control() {
-    let (s, dir) = start();
+    // Counters are each process's own.
+    let (s, dir) = start_one();
     // The seed's `users: [""]`: anyone may scrape.
     s.get("/v2/").await;
     let r = s.get("/metrics").await;

@@ -440,7 +440,8 @@ fn tls_and_client_certificates() {
         p("server.crt"),
         p("server.key")
     );
-    let s = Server::start_with(&tls);
+    // TLS is each process's own (not the test balancer's).
+    let s = Server::start_one(&tls);
     assert!(s.base.starts_with("https://"), "{}", s.base);
     let url = format!("{}/v2/", s.base);
     let (ok, out) = curl(&["--cacert", &p("ca.crt"), &url]);
@@ -457,7 +458,7 @@ fn tls_and_client_certificates() {
         r#""key":"#,
         &format!(r#""cacert":"{}","key":"#, p("ca.crt")),
     );
-    let s = Server::start_with(&mtls);
+    let s = Server::start_one(&mtls);
     let url = format!("{}/v2/", s.base);
     let (_, out) = curl(&["--cacert", &p("ca.crt"), &url]);
     assert!(!out.starts_with("200"), "{out}");

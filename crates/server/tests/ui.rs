@@ -207,8 +207,16 @@ async fn the_repository_list_pages_sorts_and_bounds_what_clients_ask() {
     s.login(Some("admin:admin-pw"));
     s.push_image("team3/svc", "v2", 99, 1).await;
     s.login(None);
-    let (_, v) = json(&s, "/ui/api/repositories?q=team3").await;
-    assert_eq!(v["repositories"][0]["tags"], 2);
+    // (Another replica's remembered row learns of it within its 30 s.)
+    let deadline = std::time::Instant::now() + s.replica_lag();
+    loop {
+        let (_, v) = json(&s, "/ui/api/repositories?q=team3").await;
+        if v["repositories"][0]["tags"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     // Bounds: page size and search length are capped.
     let (_, v) = json(&s, "/ui/api/repositories?n=1000000").await;
     assert_eq!(v["per_page"], 200);
@@ -235,7 +243,20 @@ async fn the_repository_page_filters_tags_and_names_the_external_host() {
         s.get("/v2/public/web/manifests/v2").await.status(),
         StatusCode::OK
     );
-    let (_, v) = json(&s, "/ui/api/r/public/web").await;
+    // (Pull times reach other replicas with their 30 s merge.)
+    let deadline = std::time::Instant::now() + s.replica_lag();
+    let v = loop {
+        let (_, v) = json(&s, "/ui/api/r/public/web").await;
+        let pulled = v["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["tag"] == "v2" && t["last_pull"].is_string());
+        if pulled || std::time::Instant::now() >= deadline {
+            break v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
     assert_eq!(v["total_tags"], 4);
     // The pull command names the most recently pushed tag, at the
     // external host.

@@ -183,12 +183,22 @@ impl Server {
         if !shared_mode() {
             return Server::start_on(extra, nofile, prepare, None);
         }
-        let mut first = Server::start_on(extra, nofile, prepare, Some(fresh_shared()));
         if !replicated_mode() {
-            return first;
+            return Server::start_on(extra, nofile, prepare, Some(fresh_shared()));
         }
+        // A test that names Berth's port (an OpenID provider must know the
+        // callback URL) gets the balancer there; the replicas take any.
+        let (extra, port) = match extra.split_once(r#""port":""#) {
+            Some((before, rest)) => {
+                let (port, after) = rest.split_once('"').expect("a quoted port");
+                let port: u16 = port.parse().expect("a port number");
+                (format!(r#"{before}"port":"0"{after}"#), port)
+            }
+            None => (extra.to_owned(), 0),
+        };
+        let mut first = Server::start_on(&extra, nofile, prepare, Some(fresh_shared()));
         first.others = vec![first.replica(), first.replica()];
-        let balancer = spread::Balancer::start(&first.directs());
+        let balancer = spread::Balancer::start_on(port, &first.directs());
         first.base = balancer.url.clone();
         first.balancer = Some(balancer);
         first
@@ -204,6 +214,23 @@ impl Server {
     /// `start_one` under an open-file limit, if given.
     pub fn start_one_limited(extra: &str, nofile: Option<u64>) -> Server {
         Server::start_on(extra, nofile, |_| {}, shared_mode().then(fresh_shared))
+    }
+
+    /// How many processes serve this server's requests (3 behind the
+    /// balancer, else 1).
+    pub fn processes(&self) -> usize {
+        1 + self.others.len()
+    }
+
+    /// How long something one replica noted in memory may take to reach
+    /// the others (pull times and the web interface's rows: 30 s), or zero
+    /// when one process serves every request.
+    pub fn replica_lag(&self) -> Duration {
+        if self.others.is_empty() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(45)
+        }
     }
 
     /// The URLs of every process of this server.
@@ -451,8 +478,19 @@ impl Server {
                 .lines()
                 .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
                 .collect();
-        for o in &self.others {
-            lines.extend(o.audit_lines());
+        if !self.others.is_empty() {
+            for o in &self.others {
+                lines.extend(o.audit_lines());
+            }
+            // One trail again, in time order.
+            // UTC RFC 3339 times, their fractions padded to compare as text.
+            let at = |l: &serde_json::Value| {
+                let t = l["time"].as_str().expect("audit time");
+                let t = t.strip_suffix('Z').expect("UTC");
+                let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+                format!("{secs}.{frac:0<9}")
+            };
+            lines.sort_by_key(at);
         }
         lines
     }

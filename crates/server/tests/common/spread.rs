@@ -88,9 +88,10 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    pub fn start(upstreams: &[String]) -> Balancer {
+    /// On loopback port `port` (0: any).
+    pub fn start_on(port: u16, upstreams: &[String]) -> Balancer {
         let state = Spread::new(upstreams);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
