@@ -6,7 +6,7 @@
 //! gc-trash/<pass>/<n>                            what a GC pass has hidden, pending its re-check
 //! gc-lease                                       the collection pass holding the store (see lease)
 //! gc-lease-stale/<id>                            a stale lease being taken over (momentarily)
-//! sync-claims/<alg>/<hex>/<name>                 a replica fetching a blob from upstream (see sync)
+//! sync-claims/<alg>-<hex>-<name with ~ for />    a replica fetching a blob from upstream (see sync)
 //! repositories/<name>/_layers/<alg>/<hex>        blob belongs to the repository (empty)
 //! repositories/<name>/_manifests/<alg>/<hex>     manifest belongs to it (holds its media type)
 //! repositories/<name>/_tags/<tag>                tag (holds the manifest digest)
@@ -103,8 +103,15 @@ pub fn unhidden(name: &str) -> String {
 }
 
 /// The claim of the replica fetching `d` for `r` from upstream.
+/// One flat directory: the repository's `/` are spelled `~` (no name
+/// component holds one), so a claim leaves no directory behind.
 pub fn sync_claim(r: &RepoName, d: &Digest) -> String {
-    format!("{SYNC_CLAIMS}/{}/{}/{r}", d.algorithm().as_str(), d.hex())
+    format!(
+        "{SYNC_CLAIMS}/{}-{}-{}",
+        d.algorithm().as_str(),
+        d.hex(),
+        r.as_str().replace('/', "~")
+    )
 }
 
 /// Where a stale collection lease is moved while it is taken over.

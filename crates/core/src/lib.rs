@@ -116,10 +116,12 @@ pub struct Options {
     /// Upload sessions untouched for this long are removed by `expire_uploads`.
     pub upload_ttl: std::time::Duration,
     /// Other processes write the same store (replicas): the catalog is
-    /// read from the store by keyset queries at each request. Otherwise
-    /// this process is the only writer, and an index built once is kept
-    /// current by its own writes.
-    pub catalog_by_query: bool,
+    /// read from the store by keyset queries at each request, and a
+    /// pull-through fetch is claimed in the store so that one replica
+    /// fetches a blob. Otherwise this process is the only writer: an
+    /// index built once is kept current by its own writes, and its own
+    /// flights gather the clients of a blob.
+    pub shared_store: bool,
 }
 
 impl Default for Options {
@@ -127,7 +129,7 @@ impl Default for Options {
         Options {
             max_manifest_size: 4 * 1024 * 1024,
             upload_ttl: std::time::Duration::from_secs(24 * 3600),
-            catalog_by_query: false,
+            shared_store: false,
         }
     }
 }
@@ -155,6 +157,9 @@ pub struct Registry {
     /// changes, so this is never stale (whether a repository or tag still
     /// names it is asked of the store every time).
     manifest_bodies: Arc<std::sync::Mutex<ManifestBodies>>,
+    /// What each tag named when last resolved: a guess that lets a pull
+    /// by tag read the tag and the manifest's link in one round trip.
+    tag_hints: Arc<manifests::TagHints>,
 }
 
 /// A bounded cache of manifest bodies (at most 16 MiB in all).
@@ -202,6 +207,7 @@ impl Registry {
             blob_sizes: Arc::default(),
             held_lease: Arc::default(),
             manifest_bodies: Arc::default(),
+            tag_hints: Arc::default(),
         }
     }
 

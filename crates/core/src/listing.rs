@@ -5,7 +5,7 @@
 //! first use, and kept current by every write that can create a repository
 //! (see [`Registry::note_repo`]) and by every delete that can empty one.
 //! Storage stays the source of truth; the index is derived and rebuilt at
-//! start. On the shared store (`Options::catalog_by_query`) other replicas
+//! start. On the shared store (`Options::shared_store`) other replicas
 //! write too, and every page is read from the store with keyset queries
 //! ([`Backend::dirs_holding`]): never stale, never a walk.
 //!
@@ -161,7 +161,7 @@ impl Registry {
         descending: bool,
         visible: impl Fn(&str) -> bool,
     ) -> Result<Page> {
-        if self.options.catalog_by_query {
+        if self.options.shared_store {
             return self.catalog_query(n, from, descending, visible).await;
         }
         self.catalog

@@ -227,18 +227,48 @@ impl Registry {
     ) -> Result<(Digest, String)> {
         let digest = match reference {
             Reference::Digest(d) => d.clone(),
-            Reference::Tag(t) => self
-                .tag_target(repo, t)
-                .await?
-                .ok_or(CoreError::ManifestUnknown)?,
+            Reference::Tag(t) => {
+                if let Some(found) = self.resolve_hinted(repo, t).await? {
+                    return Ok(found);
+                }
+                let digest = self
+                    .tag_target(repo, t)
+                    .await?
+                    .ok_or(CoreError::ManifestUnknown)?;
+                self.tag_hints.note(repo, t, &digest);
+                digest
+            }
         };
         let media_type = self
             .store
             .get(&keys::manifest_link(repo, &digest))
             .await?
             .ok_or(CoreError::ManifestUnknown)?;
-        let media_type = String::from_utf8_lossy(&media_type).into_owned();
-        Ok((digest, media_type))
+        Ok((digest, media_type_of(&media_type)))
+    }
+
+    /// A tag resolved in one round trip when the digest it named last time
+    /// is a good guess: the tag and that digest's link are read together
+    /// (one snapshot on the shared store), and the guess counts only if the
+    /// tag still names it. `None`: no guess, or a wrong one (the tag
+    /// moved; the caller reads again).
+    async fn resolve_hinted(&self, repo: &RepoName, tag: &Tag) -> Result<Option<(Digest, String)>> {
+        let Some(guess) = self.tag_hints.get(repo, tag) else {
+            return Ok(None);
+        };
+        let tag_key = keys::tag(repo, tag);
+        let link_key = keys::manifest_link(repo, &guess);
+        let got = self.store.get_many(&[&tag_key, &link_key]).await?;
+        let (Some(target), link) = (got[0].as_deref(), got[1].as_deref()) else {
+            self.tag_hints.forget(repo, tag);
+            return Err(CoreError::ManifestUnknown);
+        };
+        if parse_digest(target).as_ref() != Some(&guess) {
+            self.tag_hints.forget(repo, tag);
+            return Ok(None);
+        }
+        let media_type = link.ok_or(CoreError::ManifestUnknown)?;
+        Ok(Some((guess, media_type_of(media_type))))
     }
 
     /// A manifest with its bytes, verified against its digest on every
@@ -327,6 +357,9 @@ impl Registry {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Descriptor>, Option<String>)> {
+        if limit == 0 {
+            return Ok((Vec::new(), None));
+        }
         let dir = keys::referrers(repo, subject);
         let batch = limit.saturating_add(1).clamp(16, 500);
         let mut out = Vec::new();
@@ -377,5 +410,41 @@ impl Registry {
             .await?
             .is_some();
         Ok(linked.then_some(d))
+    }
+}
+
+fn media_type_of(link: &[u8]) -> String {
+    String::from_utf8_lossy(link).into_owned()
+}
+
+/// The digest each tag named when last resolved, by this process: only a
+/// guess, checked against the store in the same read (never trusted).
+/// Bounded: emptied when it reaches [`TagHints::MAX`] entries.
+#[derive(Default)]
+pub(crate) struct TagHints(std::sync::Mutex<std::collections::HashMap<String, Digest>>);
+
+impl TagHints {
+    const MAX: usize = 10_000;
+
+    fn key(repo: &RepoName, tag: &Tag) -> String {
+        format!("{repo}:{tag}")
+    }
+
+    fn get(&self, repo: &RepoName, tag: &Tag) -> Option<Digest> {
+        let hints = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        hints.get(&Self::key(repo, tag)).cloned()
+    }
+
+    fn note(&self, repo: &RepoName, tag: &Tag, digest: &Digest) {
+        let mut hints = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if hints.len() >= Self::MAX {
+            hints.clear();
+        }
+        hints.insert(Self::key(repo, tag), digest.clone());
+    }
+
+    fn forget(&self, repo: &RepoName, tag: &Tag) {
+        let mut hints = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        hints.remove(&Self::key(repo, tag));
     }
 }

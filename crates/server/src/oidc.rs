@@ -450,7 +450,10 @@ async fn finish(
         provider: name.to_owned(),
         expires: session::now() + session::SESSION_TTL.as_secs(),
     };
-    Ok((session, pending.callback))
+    // Checked again on the way out: whoever holds the cookie key could
+    // have written any callback into the login cookie.
+    let callback = safe_callback(Some(&pending.callback), &oidc.allowed_origins);
+    Ok((session, callback))
 }
 
 fn standard_claim(

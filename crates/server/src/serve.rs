@@ -137,7 +137,7 @@ pub async fn run(settings: Settings) -> Result<(), BoxError> {
     // On the shared store other replicas create repositories too: the
     // catalog is read from the store at each request.
     let options = Options {
-        catalog_by_query: settings.shared.is_some(),
+        shared_store: settings.shared.is_some(),
         ..Options::default()
     };
     let registry = Registry::new(store, options);

@@ -94,6 +94,16 @@ pub trait Backend: Send + Sync + 'static {
     async fn modified(&self, key: &str) -> Result<Option<SystemTime>>;
     /// A whole (small) object, `None` if absent.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    /// Several whole (small) objects, in the order asked: one round trip
+    /// on the shared store, where small objects are also read in one
+    /// snapshot. This default reads them one after the other.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.get(key).await?);
+        }
+        Ok(out)
+    }
     /// Bytes `start..end` of an object (`end` = its size when `None`).
     async fn read(&self, key: &str, start: u64, end: Option<u64>) -> Result<ByteStream>;
     /// Creates or replaces an object atomically.

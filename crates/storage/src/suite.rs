@@ -74,6 +74,11 @@ pub async fn run(store: &dyn Backend) {
     );
     assert_eq!(store.list_after("a", Some("c"), 5).await.unwrap(), vec![]);
     assert_eq!(store.list_after("a", None, 0).await.unwrap(), vec![]);
+    // A bound no key can hold (a client's `last`) is still a bound.
+    assert_eq!(
+        store.list_after("a", Some("a\0z"), 5).await.unwrap(),
+        vec![entry("b", false), entry("c", true)]
+    );
 
     // Directories holding a child of a name, at any depth, by the page.
     for key in [
@@ -100,6 +105,8 @@ pub async fn run(store: &dyn Backend) {
     assert_eq!(holding(None, 3, true).await, ["z/w/v", "x/y", "x-y"]);
     assert_eq!(holding(Some("x-y"), 10, true).await, ["x"]);
     assert_eq!(holding(Some("x"), 10, true).await, Vec::<String>::new());
+    assert_eq!(holding(Some("x-y\0"), 10, false).await, ["x/y", "z/w/v"]);
+    assert_eq!(holding(Some("x-y\0"), 10, true).await, ["x-y", "x"]);
     assert_eq!(holding(None, 0, false).await, Vec::<String>::new());
     assert_eq!(
         store
@@ -128,6 +135,24 @@ pub async fn run(store: &dyn Backend) {
         read_all(store, "big", 2_999_990, Some(9_999_999)).await,
         &big[2_999_990..]
     );
+
+    // Several small objects at once, in the order asked.
+    store
+        .put("many/a", Bytes::from_static(b"A"), Durable)
+        .await
+        .unwrap();
+    store.put("many/b", Bytes::new(), Durable).await.unwrap();
+    let got = store
+        .get_many(&["many/b", "many/none", "many/a", "big"])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[0].as_deref(), Some(&b""[..]));
+    assert_eq!(got[1], None);
+    assert_eq!(got[2].as_deref(), Some(&b"A"[..]));
+    assert_eq!(got[3].as_ref().map(|b| b.len()), Some(3_000_000));
+    assert!(store.get_many(&["../x"]).await.is_err());
+    store.delete_prefix("many").await.unwrap();
 
     // Renames replace atomically; a missing source is NotFound.
     store

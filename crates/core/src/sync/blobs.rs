@@ -112,6 +112,9 @@ pub enum Want {
     Whole,
 }
 
+/// How long a HEAD waits for a running fetch to learn the size.
+const HEAD_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How many bytes arrive between two notes to the readers of a blob.
 const NOTIFY_EVERY: u64 = 1024 * 1024;
 
@@ -200,9 +203,16 @@ impl Registry {
             .cloned();
         if want == Want::Head {
             if let Some(f) = &existing {
+                // A fetch about to start tells the size; one waiting for
+                // another replica's is not waited for (an upstream HEAD
+                // answers at once).
                 let mut rx = f.state.subscribe();
-                let st = rx.wait_for(|s| s.started || s.outcome.is_some()).await;
-                if let Some(size) = st.ok().and_then(|s| s.size) {
+                let started = rx.wait_for(|s| s.started || s.outcome.is_some());
+                let size = match tokio::time::timeout(HEAD_PATIENCE, started).await {
+                    Ok(Ok(st)) => st.size,
+                    _ => None,
+                };
+                if let Some(size) = size {
                     return Ok(Some(BlobSource::Size(size)));
                 }
             }
@@ -294,11 +304,19 @@ impl Registry {
         }
         impl Drop for Ending {
             fn drop(&mut self) {
-                self.sync
+                let mut flights = self
+                    .sync
                     .blob_flights
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&self.key);
+                    .unwrap_or_else(|p| p.into_inner());
+                // Only this flight: a later one may have the key now.
+                if flights
+                    .get(&self.key)
+                    .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+                {
+                    flights.remove(&self.key);
+                }
+                drop(flights);
                 self.flight.state.send_modify(|s| {
                     if s.outcome.is_none() {
                         tracing::warn!("a pull-through fetch stopped before it ended");
@@ -315,16 +333,22 @@ impl Registry {
         // The flight leaves the table before its readers learn how it
         // ended, so that a later miss starts a fetch of its own.
         let end = |outcome: Outcome| {
-            sync.blob_flights
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key);
+            let mut flights = sync.blob_flights.lock().unwrap_or_else(|p| p.into_inner());
+            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&key);
+            }
+            drop(flights);
             flight.state.send_modify(|s| s.outcome = Some(outcome));
         };
         let (repo, digest) = &key;
         // Among replicas sharing the store, one fetches; the others wait
         // for it and serve what it stored.
-        let _claim = match self.claim_fetch(repo, digest).await {
+        let claim = if self.options.shared_store {
+            self.claim_fetch(repo, digest).await
+        } else {
+            Ok(claims::Claim::Unclaimed)
+        };
+        let _claim = match claim {
             Ok(claims::Claim::Landed) => return end(Outcome::Stored),
             Ok(claims::Claim::Mine(held)) => Some(held),
             Ok(claims::Claim::Unclaimed) => None,

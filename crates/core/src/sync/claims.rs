@@ -24,7 +24,7 @@ const CLAIM_REFRESH: Duration = Duration::from_secs(5);
 /// A claim not refreshed for this long belongs to a replica that stopped.
 const CLAIM_STALE: Duration = Duration::from_secs(30);
 /// The longest a replica waits for another's fetch before fetching itself.
-const CLAIM_WAIT: Duration = Duration::from_secs(300);
+const CLAIM_WAIT: Duration = Duration::from_secs(20);
 /// The longest pause between two looks at another replica's fetch.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -84,6 +84,11 @@ impl Registry {
         let token = Bytes::from(uuid::Uuid::new_v4().simple().to_string());
         let began = Instant::now();
         let mut pause = Duration::from_millis(20);
+        // The claim's last refresh as the store stamped it, and when this
+        // replica first saw that stamp: a claim is stale once its stamp
+        // has not changed for `CLAIM_STALE` by this replica's clock (no
+        // two clocks are compared).
+        let mut seen: Option<(SystemTime, Instant)> = None;
         loop {
             if self.landed(repo, digest).await? {
                 return Ok(Claim::Landed);
@@ -97,15 +102,21 @@ impl Registry {
                 }
                 return Ok(Claim::Mine(held));
             }
-            match self.store.modified(&key).await? {
-                // Gone between the two looks: try again at once.
-                None => continue,
-                Some(t) if is_stale(t) => {
-                    tracing::warn!(%repo, %digest, "taking over a stale pull-through claim");
-                    self.store.delete(&key, Durability::Lazy).await?;
-                    continue;
+            // Gone between the two looks: tried again after the pause.
+            if let Some(stamp) = self.store.modified(&key).await? {
+                match seen {
+                    Some((s, since)) if s == stamp => {
+                        if since.elapsed() >= CLAIM_STALE {
+                            // Two waiters may both take it over: then each
+                            // fetches, still at most one per replica.
+                            tracing::warn!(%repo, %digest, "taking over a stale pull-through claim");
+                            self.store.delete(&key, Durability::Lazy).await?;
+                            seen = None;
+                            continue;
+                        }
+                    }
+                    _ => seen = Some((stamp, Instant::now())),
                 }
-                Some(_) => {}
             }
             if began.elapsed() >= CLAIM_WAIT {
                 return Ok(Claim::Unclaimed);
@@ -121,6 +132,10 @@ impl Registry {
         let refresher = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(CLAIM_REFRESH).await;
+                // Taken over (this replica looked stale): no longer ours.
+                if !matches!(store.get(&k).await, Ok(Some(t)) if t == token) {
+                    return;
+                }
                 if let Err(e) = store.put(&k, token.clone(), Durability::Lazy).await {
                     tracing::warn!(error = %e, "could not refresh a pull-through claim");
                 }
@@ -132,10 +147,4 @@ impl Registry {
             refresher: Some(refresher),
         }
     }
-}
-
-fn is_stale(refreshed: SystemTime) -> bool {
-    SystemTime::now()
-        .duration_since(refreshed)
-        .is_ok_and(|age| age >= CLAIM_STALE)
 }

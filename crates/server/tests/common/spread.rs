@@ -120,7 +120,9 @@ impl Balancer {
 
     /// Points the balancer at new replicas (after they restarted).
     pub fn retarget(&self, upstreams: &[String]) {
-        *self.state.upstreams.write().unwrap() = upstreams.to_vec();
+        let mut ups = self.state.upstreams.write().unwrap();
+        assert_eq!(ups.len(), upstreams.len(), "as many replicas as before");
+        *ups = upstreams.to_vec();
     }
 }
 

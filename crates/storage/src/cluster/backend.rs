@@ -27,6 +27,32 @@ impl Backend for ClusterBackend {
         }))
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<Bytes>>> {
+        for key in keys {
+            check_key(key, false)?;
+        }
+        let client = self.client().await?;
+        let rows = all(
+            &client,
+            "SELECT key, inline FROM objects WHERE key = ANY($1)",
+            &[&keys],
+        )
+        .await
+        .map_err(db)?;
+        drop(client);
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let row = rows.iter().find(|r| r.get::<_, &str>(0) == *key);
+            out.push(match row.map(|r| r.get::<_, Option<Vec<u8>>>(1)) {
+                None => None,
+                Some(Some(inline)) => Some(Bytes::from(inline)),
+                // Kept in chunks: read on its own.
+                Some(None) => self.get(key).await?,
+            });
+        }
+        Ok(out)
+    }
+
     async fn read(&self, key: &str, start: u64, end: Option<u64>) -> Result<ByteStream> {
         check_key(key, false)?;
         let client = self.client().await?;
@@ -162,8 +188,9 @@ impl Backend for ClusterBackend {
     ) -> Result<Vec<Entry>> {
         check_key(prefix, true)?;
         let client = self.client().await?;
+        let after = after.map(|a| without_nul(a, false));
         let (after, limit) = (
-            after.unwrap_or(""),
+            after.as_deref().unwrap_or(""),
             i64::try_from(limit).unwrap_or(i64::MAX),
         );
         let rows = all(
@@ -202,7 +229,7 @@ impl Backend for ClusterBackend {
         } else {
             (format!("{prefix}/"), Some(format!("{prefix}0")))
         };
-        let from = from.map(|f| format!("{below}{f}"));
+        let from = from.map(|f| format!("{below}{}", without_nul(f, descending)));
         let (lo, hi) = if descending {
             (below.clone(), from.or(end))
         } else {
@@ -552,5 +579,16 @@ impl Backend for ClusterBackend {
         });
         let turn = rx.await.map_err(|_| db("the lock task ended"))??;
         Ok(crate::Turn::new((turn, local)))
+    }
+}
+
+/// A bound of a listing that PostgreSQL can take: text holds no NUL, and
+/// no key does either, so "after `abc\0x`" is "after `abc`", and "before
+/// `abc\0x`" is "before `abc\u{1}`" (nothing stored lies between).
+fn without_nul(bound: &str, descending: bool) -> std::borrow::Cow<'_, str> {
+    match bound.split_once('\0') {
+        None => bound.into(),
+        Some((head, _)) if descending => format!("{head}\u{1}").into(),
+        Some((head, _)) => head.into(),
     }
 }
