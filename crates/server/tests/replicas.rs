@@ -640,4 +640,14 @@ async fn replicas_missing_one_blob_together_fetch_it_from_upstream_once() {
         assert_eq!(sha256(&r.bytes().await.unwrap()), digest);
     }
     assert_eq!(counter.seen("GET", &path), 1);
+    // A nested repository's claim first, then its parent's: claims of
+    // one blob under both names do not get in each other's way.
+    let small = bytes(42, 4096);
+    let d = upstream.push_blob("up/lib/x", &small).await;
+    upstream.push_blob("up/lib", &small).await;
+    for repo in ["up/lib/x", "up/lib"] {
+        let r = rs[0].get(&format!("/v2/{repo}/blobs/{d}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{repo}");
+        assert_eq!(sha256(&r.bytes().await.unwrap()), d);
+    }
 }
