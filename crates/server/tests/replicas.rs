@@ -201,26 +201,28 @@ async fn an_api_key_revoked_on_one_replica_is_refused_on_every_other_at_once() {
     }
 }
 
+/// `berth verify` of a configuration with these `storage` keys.
+fn verify(keys: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"storage":{{"rootDirectory":{:?}{keys}}}}}"#,
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("verify")
+        .arg(&config)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn verify_opens_the_shared_store_as_serve_does() {
     let s = Server::start_shared("");
-    let verify = |keys: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.json");
-        std::fs::write(
-            &config,
-            format!(
-                r#"{{"storage":{{"rootDirectory":{:?}{keys}}}}}"#,
-                dir.path().join("data").display().to_string()
-            ),
-        )
-        .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("verify")
-            .arg(&config)
-            .output()
-            .unwrap()
-    };
     let out = verify(s.storage_keys());
     assert!(
         out.status.success(),
@@ -245,6 +247,55 @@ fn verify_opens_the_shared_store_as_serve_does() {
         .storage_keys()
         .replace(berth_storage::garage_harness::SECRET, &"f".repeat(64));
     let out = verify(&wrong);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_talks_to_postgresql_over_verified_tls_only() {
+    // A PostgreSQL that takes TCP connections over TLS alone.
+    let (pg, ca) = berth_storage::pg_harness::Postgres::start_tls();
+    let options = format!("?sslmode=verify-full&sslrootcert={}", ca.display());
+    let backends = SharedBackends::with_url_options(
+        pg,
+        berth_storage::garage_harness::Garage::start(),
+        &options,
+    );
+    let s = Server::start_shared_on("", backends);
+    let (manifest, digest) = s.push_image("tls/app", "v1", 61, 2).await;
+    let r = s.get("/v2/tls/app/manifests/v1").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+    assert_eq!(r.bytes().await.unwrap(), manifest);
+    // Without the CA the certificate is not trusted: `verify` refuses,
+    // as `serve` would (the system's roots do not know the test's CA).
+    let out = verify(s.storage_keys());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ca_path = ca.display().to_string();
+    let untrusted = s
+        .storage_keys()
+        .replace(&format!("&sslrootcert={ca_path}"), "");
+    assert_ne!(untrusted, s.storage_keys());
+    let out = verify(&untrusted);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Plain TCP is refused by this server.
+    let plain = s
+        .storage_keys()
+        .replace(&format!("?sslmode=verify-full&sslrootcert={ca_path}"), "");
+    let out = verify(&plain);
     assert_eq!(
         out.status.code(),
         Some(2),

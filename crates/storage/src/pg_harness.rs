@@ -76,6 +76,46 @@ pub(crate) fn free_port() -> u16 {
 impl Postgres {
     /// Starts a fresh server (about a second).
     pub fn start() -> Postgres {
+        Postgres::start_with(|_, _| Vec::new())
+    }
+
+    /// Starts a server that accepts TCP connections only over TLS, with a
+    /// certificate for 127.0.0.1 signed by a CA of its own (made with
+    /// `openssl`); returns it and the CA's PEM file.
+    pub fn start_tls() -> (Postgres, std::path::PathBuf) {
+        let mut ca = None;
+        let pg = Postgres::start_with(|dir, data| {
+            make_certs(dir, false);
+            // The server's key: its user's alone.
+            let key = dir.join("server.key");
+            if let Some((uid, gid)) = identity() {
+                std::os::unix::fs::chown(&key, Some(uid), Some(gid)).unwrap();
+            }
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::set_permissions(
+                dir.join("server.crt"),
+                std::fs::Permissions::from_mode(0o644),
+            )
+            .unwrap();
+            // TCP only with TLS; the socket (createdb, psql) as before.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            ca = Some(dir.join("ca.crt"));
+            vec![
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", dir.join("server.crt").display()),
+                format!("ssl_key_file={}", key.display()),
+            ]
+        });
+        (pg, ca.expect("CA made"))
+    }
+
+    /// Starts a fresh server; `settings` (given the server's directory and
+    /// its data directory, after initdb) adds `-c` settings.
+    fn start_with(settings: impl FnOnce(&Path, &Path) -> Vec<String>) -> Postgres {
         let bin = bindir();
         let who = identity();
         // Not under /root: the postgres user must reach it.
@@ -104,6 +144,10 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let extra: Vec<String> = settings(dir.path(), &data)
+            .into_iter()
+            .flat_map(|s| ["-c".to_owned(), s])
+            .collect();
         for _ in 0..5 {
             let port = free_port();
             let mut child = command(&bin.join("postgres"), who)
@@ -119,6 +163,7 @@ impl Postgres {
                     "-c",
                     "max_connections=200",
                 ])
+                .args(&extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(
                     std::fs::File::create(dir.path().join("postgres.log")).unwrap(),
@@ -235,5 +280,31 @@ impl Drop for Postgres {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGQUIT);
         }
         let _ = self.child.wait();
+    }
+}
+
+/// Makes, in `dir` with `openssl`: a CA (`ca.crt`, `ca.key`), a server
+/// certificate for 127.0.0.1 (`server.crt`, `server.key`) and, with
+/// `client`, a client certificate (`client.crt`, `client.key`).
+pub fn make_certs(dir: &Path, client: bool) {
+    let sh = |cmd: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=berth-test-ca");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1");
+    sh("printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext");
+    if client {
+        sh("openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client");
+        sh("printf 'extendedKeyUsage=clientAuth\\n' > client.ext && openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 -extfile client.ext");
     }
 }

@@ -264,12 +264,6 @@ pub fn resolve(
             if let Err(e) = berth_storage::cluster::ClusterBackend::pool(&url, 1) {
                 return Err(("storage.cacheDriver.url".into(), e.to_string()));
             }
-            if berth_storage::cluster::ClusterBackend::wants_tls(&url) {
-                return Err((
-                    "storage.cacheDriver.url".into(),
-                    "sslmode=require or verify-*: TLS to PostgreSQL is not in this build (keep the database on a private network, sslmode=disable)".into(),
-                ));
-            }
             let max = match c.get("maxconnections") {
                 None | Some(Value::Null) => 16,
                 Some(Value::Number(n)) => match n.as_u64() {
@@ -391,11 +385,21 @@ mod tests {
             key(resolve(Some(&typo), Some(&pg), &mut inactive)),
             "storage.storageDriver.bukcet"
         );
-        let tls = map(r#"{"name":"postgres","url":"postgres://h/db?sslmode=require"}"#);
-        assert_eq!(
-            key(resolve(Some(&s3), Some(&tls), &mut inactive)),
-            "storage.cacheDriver.url"
-        );
+        // TLS settings are checked before anything connects.
+        for url in [
+            "postgres://h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+            "postgres://h/db?sslmode=bogus",
+            "postgres://h/db?sslrootcert=/etc/hostname",
+        ] {
+            let tls = map(&format!(r#"{{"name":"postgres","url":"{url}"}}"#));
+            assert_eq!(
+                key(resolve(Some(&s3), Some(&tls), &mut inactive)),
+                "storage.cacheDriver.url",
+                "{url}"
+            );
+        }
+        let tls = map(r#"{"name":"postgres","url":"postgres://h/db?sslmode=verify-full"}"#);
+        assert!(resolve(Some(&s3), Some(&tls), &mut inactive).is_ok());
         let bad_url = map(r#"{"name":"postgres","url":"mysql://h/db"}"#);
         assert_eq!(
             key(resolve(Some(&s3), Some(&bad_url), &mut inactive)),

@@ -27,6 +27,8 @@ pub struct SharedBackends {
     pub pg: berth_storage::pg_harness::Postgres,
     pub garage: berth_storage::garage_harness::Garage,
     prefixes: std::sync::atomic::AtomicUsize,
+    /// Appended to every database URL handed out (`?sslmode=...`).
+    url_options: String,
 }
 
 impl SharedBackends {
@@ -35,10 +37,20 @@ impl SharedBackends {
         pg: berth_storage::pg_harness::Postgres,
         garage: berth_storage::garage_harness::Garage,
     ) -> Arc<SharedBackends> {
+        SharedBackends::with_url_options(pg, garage, "")
+    }
+
+    /// Backends whose database URLs all carry `options` (a query string).
+    pub fn with_url_options(
+        pg: berth_storage::pg_harness::Postgres,
+        garage: berth_storage::garage_harness::Garage,
+        options: &str,
+    ) -> Arc<SharedBackends> {
         Arc::new(SharedBackends {
             pg,
             garage,
             prefixes: std::sync::atomic::AtomicUsize::new(0),
+            url_options: options.to_owned(),
         })
     }
 }
@@ -66,6 +78,7 @@ fn shared_backends() -> Arc<SharedBackends> {
         pg: berth_storage::pg_harness::Postgres::start(),
         garage: berth_storage::garage_harness::Garage::start(),
         prefixes: std::sync::atomic::AtomicUsize::new(0),
+        url_options: String::new(),
     });
     *g = Arc::downgrade(&b);
     b
@@ -87,7 +100,7 @@ pub fn shared_storage_keys(b: &SharedBackends) -> (String, String) {
     let n = b
         .prefixes
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let url = b.pg.database_blocking();
+    let url = b.pg.database_blocking() + &b.url_options;
     let keys = format!(
         r#","storageDriver":{{"name":"s3","bucket":"{BUCKET}","region":"{REGION}","regionendpoint":"{}","forcepathstyle":true,"secure":false,"accesskey":"{KEY_ID}","secretkey":"{SECRET}","rootdirectory":"{}"}},"cacheDriver":{{"name":"postgres","url":"{url}"}}"#,
         b.garage.endpoint,
