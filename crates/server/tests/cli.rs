@@ -11,7 +11,7 @@ fn berth() -> Command {
 }
 
 fn examples() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    crate_dir().join("../../examples")
 }
 
 #[test]

@@ -152,10 +152,8 @@ fn oras_pushes_an_artifact_with_a_subject() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (manifest, subject) = rt.block_on(s.push_image("oras/app", "v1", 5, 1));
     let work = tempfile::tempdir().unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/oras_artifact.py"
-    );
+    let script = crate_dir().join("tests/clients/oras_artifact.py");
+    let script = script.to_str().unwrap();
     // oras retries failures for minutes: bound it.
     let out = run(Command::new("timeout")
         .args(["120", "python3", script])

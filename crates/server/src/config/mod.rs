@@ -729,7 +729,12 @@ mod tests {
 
     #[test]
     fn every_example_config_is_accepted() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        // The running cargo's value first: this binary may have been built
+        // from a checkout at another path sharing the target directory.
+        let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let dir = crate_dir.join("../../examples");
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

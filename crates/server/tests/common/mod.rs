@@ -21,6 +21,15 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
+/// This crate's directory, as the running `cargo test` names it: a test
+/// binary may have been built from a checkout at another path (a shared
+/// target directory), so the compile-time value is only a fallback.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// A running Berth: one process, or, when the suite runs on the shared
 /// store, three replicas of one configuration behind a round-robin
 /// balancer (each request to the next replica), `base` being the
