@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::task::JoinHandle;
 
 /// The persisted part of a session.
 #[derive(Serialize, Deserialize)]
@@ -686,125 +685,140 @@ async fn to_completion<T: Send + 'static>(
 }
 
 /// Bodies up to this size are hashed on the receiving task; past it the
-/// hashing moves to blocking calls, so receiving, hashing and writing
-/// overlap.
-const HASH_OFFLOAD: usize = 1024 * 1024;
-/// Bytes hashed by one blocking call: each hand-off may cost two context
-/// switches, so they are gathered (by reference, no copy).
-const HASH_BATCH: usize = 1024 * 1024;
+/// hashing moves to a lane of blocking calls, so receiving, hashing and
+/// writing overlap.
+const HASH_OFFLOAD: usize = 256 * 1024;
+/// Bytes hashed per job when the body is gathered by reference: each job
+/// is a lock and maybe a wake-up, so bytes are gathered (block-aligned
+/// batches are [`berth_storage::blocks::BUF`] bytes).
+const BATCH: usize = 1024 * 1024;
+/// Hashing jobs queued or running at most: what a push holds in memory
+/// beyond its writer's share.
+const HASH_DEPTH: usize = 3;
 
-/// The hashing of a large body: each batch is hashed by a short blocking
-/// call while the next one gathers, so a client that sends slowly holds no
-/// thread between its batches.
-struct Offload {
-    /// The running hash, when no batch is being hashed.
-    idle: Option<Hasher>,
-    running: Option<JoinHandle<Hasher>>,
-    batch: Vec<Bytes>,
-    batch_len: usize,
+type HashLane = berth_storage::lane::Lane<Hasher, Vec<Bytes>, ()>;
+
+fn hash_lane(from: &Hasher) -> HashLane {
+    HashLane::new(from.clone(), HASH_DEPTH, |h: &mut Hasher, batch| {
+        for c in batch {
+            h.update(&c);
+        }
+    })
 }
 
-impl Offload {
-    fn start(from: &Hasher) -> Offload {
-        Offload {
-            idle: Some(from.clone()),
-            running: None,
-            batch: Vec::new(),
-            batch_len: 0,
+/// How a large body is cut into batches: copied once into block-aligned
+/// batches that a direct writer writes as they are, or (for any other
+/// writer) gathered by reference, with no copy.
+enum Batches {
+    Aligned(berth_storage::blocks::Gather),
+    Shared(Vec<Bytes>, usize),
+}
+
+impl Batches {
+    fn for_writer(writer: &dyn StageWriter) -> Batches {
+        match writer.block_offset() {
+            Some(at) => Batches::Aligned(berth_storage::blocks::Gather::new(at)),
+            None => Batches::Shared(Vec::new(), 0),
         }
     }
 
-    async fn add(&mut self, chunk: Bytes) -> Result<()> {
-        self.batch_len += chunk.len();
-        self.batch.push(chunk);
-        if self.batch_len >= HASH_BATCH {
-            self.hash_batch().await?;
-        }
-        Ok(())
+    /// Whether the writer is given the batches (else the pieces as they
+    /// come).
+    fn writes_batches(&self) -> bool {
+        matches!(self, Batches::Aligned(_))
     }
 
-    /// The running hash, once the batch being hashed is done.
-    async fn take(&mut self) -> Result<Hasher> {
-        match self.running.take() {
-            Some(task) => Ok(task
-                .await
-                .map_err(|e| StorageError::Io(std::io::Error::other(e)))?),
-            None => self
-                .idle
-                .take()
-                .ok_or_else(|| StorageError::Io(std::io::Error::other("hasher lost")).into()),
-        }
-    }
-
-    async fn hash_batch(&mut self) -> Result<()> {
-        let mut h = self.take().await?;
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_len = 0;
-        self.running = Some(tokio::task::spawn_blocking(move || {
-            for c in batch {
-                h.update(&c);
+    /// Takes a piece of the body; appends the batches it completed.
+    fn add(&mut self, chunk: &Bytes, out: &mut Vec<Bytes>) {
+        match self {
+            Batches::Aligned(g) => g.add(chunk, out),
+            Batches::Shared(batch, len) => {
+                *len += chunk.len();
+                batch.push(chunk.clone());
+                if *len >= BATCH {
+                    *len = 0;
+                    out.append(batch);
+                }
             }
-            h
-        }));
-        Ok(())
+        }
     }
 
-    async fn finish(mut self) -> Result<Hasher> {
-        if !self.batch.is_empty() {
-            self.hash_batch().await?;
+    /// The rest, at the end of the body.
+    fn finish(self, out: &mut Vec<Bytes>) {
+        match self {
+            Batches::Aligned(g) => out.extend(g.finish()),
+            Batches::Shared(mut batch, _) => out.append(&mut batch),
         }
-        self.take().await
     }
 }
 
-/// Streams a body into a stage writer, hashing as it goes, without copying
-/// it: each chunk is shared by the hasher and the writer. Returns the staged
-/// size. The writer is always finished, so whatever was received before a
-/// client error is on disk.
+/// Streams a body into a stage writer, hashing as it goes. Small bodies
+/// are passed on as they come; past [`HASH_OFFLOAD`] bytes the body goes
+/// by batches (see [`Batches`]) to the hash lane and the writer. Returns
+/// the staged size. The writer is always finished, so whatever was
+/// received before a client error is on disk.
 pub(crate) async fn pump(
     mut body: ByteStream,
     mut writer: Box<dyn StageWriter>,
     mut hasher: Option<&mut Hasher>,
 ) -> Result<u64> {
-    let mut offload: Option<Offload> = None;
+    // Past HASH_OFFLOAD: the batching, and the hash lane if hashing.
+    let mut large: Option<(Batches, Option<HashLane>)> = None;
     let mut seen = 0usize;
     let mut failure = None;
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
+    let mut full = Vec::new();
+    loop {
+        let chunk = match body.next().await {
+            None => break,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
                 failure = Some(CoreError::Body(e));
                 break;
             }
         };
         seen += chunk.len();
-        if let Some(o) = offload.as_mut() {
-            if let Err(e) = o.add(chunk.clone()).await {
-                failure = Some(e);
-                break;
-            }
-        } else if let Some(h) = hasher.as_deref_mut() {
-            if seen > HASH_OFFLOAD {
-                let mut o = Offload::start(h);
-                if let Err(e) = o.add(chunk.clone()).await {
-                    failure = Some(e);
-                    break;
-                }
-                offload = Some(o);
-            } else {
+        if large.is_none() && seen > HASH_OFFLOAD {
+            large = Some((
+                Batches::for_writer(writer.as_ref()),
+                hasher.as_deref().map(hash_lane),
+            ));
+        }
+        let Some((batches, lane)) = large.as_mut() else {
+            if let Some(h) = hasher.as_deref_mut() {
                 h.update(&chunk);
             }
-        }
-        if let Err(e) = writer.write(chunk).await {
-            failure = Some(e.into());
+            if let Err(e) = writer.write(chunk).await {
+                failure = Some(e.into());
+                break;
+            }
+            continue;
+        };
+        batches.add(&chunk, &mut full);
+        let whole = batches.writes_batches();
+        let passed = (!whole).then_some(chunk);
+        if let Err(e) = feed(&mut full, lane.as_ref(), writer.as_mut(), whole, passed).await {
+            failure = Some(e);
             break;
         }
     }
+    // What a broken-off body left gathered is written too.
+    let mut hashed = None;
+    if let Some((batches, lane)) = large {
+        let whole = batches.writes_batches();
+        batches.finish(&mut full);
+        if let Err(e) = feed(&mut full, lane.as_ref(), writer.as_mut(), whole, None).await {
+            failure.get_or_insert(e);
+        }
+        if let Some(lane) = lane {
+            hashed = Some(lane.finish().await);
+        }
+    }
     let size = writer.finish().await;
-    if let Some(o) = offload {
-        let hashed = o.finish().await?;
-        if let Some(h) = hasher {
-            *h = hashed;
+    if let Some(hashed) = hashed {
+        let (h, _) =
+            hashed.ok_or_else(|| StorageError::Io(std::io::Error::other("hashing failed")))?;
+        if let Some(into) = hasher {
+            *into = h;
         }
     }
     match (failure, size) {
@@ -812,4 +826,35 @@ pub(crate) async fn pump(
         (None, Ok(size)) => Ok(size),
         (None, Err(e)) => Err(e.into()),
     }
+}
+
+/// Hands a piece of the body (`passed`) to the writer as it came, or
+/// completed batches (with `whole`); completed batches to the hash lane.
+async fn feed(
+    full: &mut Vec<Bytes>,
+    lane: Option<&HashLane>,
+    writer: &mut dyn StageWriter,
+    whole: bool,
+    passed: Option<Bytes>,
+) -> Result<()> {
+    if let Some(piece) = passed {
+        writer.write(piece).await?;
+    }
+    if full.is_empty() {
+        return Ok(());
+    }
+    let batches = std::mem::take(full);
+    if !whole {
+        if let Some(lane) = lane {
+            lane.push(batches).await;
+        }
+        return Ok(());
+    }
+    for b in batches {
+        if let Some(lane) = lane {
+            lane.push(vec![b.clone()]).await;
+        }
+        writer.write(b).await?;
+    }
+    Ok(())
 }

@@ -594,6 +594,42 @@ mod tests {
         }
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn direct_writes_of_gathered_batches_and_odd_pieces_keep_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBackend::open(dir.path(), true).unwrap();
+        let data: Vec<u8> = (0..5 * 1024 * 1024 + 777u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        // Three appends, two of them starting mid-block: odd pieces first
+        // (the writer turns direct past its inline size), then batches
+        // gathered from the offset the writer names.
+        let cuts = [0, 300_001, 2 * 1024 * 1024 + 5, data.len()];
+        for w in cuts.windows(2) {
+            let mut writer = store.stage_writer("mixed", w[0] as u64).await.unwrap();
+            let part = &data[w[0]..w[1]];
+            let (head, rest) = part.split_at(270_000);
+            for p in head.chunks(9_999) {
+                writer.write(Bytes::copy_from_slice(p)).await.unwrap();
+            }
+            let at = writer.block_offset().unwrap();
+            assert_eq!(at, (w[0] + head.len()) as u64);
+            let mut gather = crate::blocks::Gather::new(at);
+            let mut out = Vec::new();
+            for p in rest.chunks(65_537) {
+                gather.add(p, &mut out);
+                for b in out.drain(..) {
+                    writer.write(b).await.unwrap();
+                }
+            }
+            if let Some(b) = gather.finish() {
+                writer.write(b).await.unwrap();
+            }
+            assert_eq!(writer.finish().await.unwrap(), w[1] as u64);
+        }
+        assert_eq!(fs::read(store.stage_path("mixed").unwrap()).unwrap(), data);
+    }
+
     #[tokio::test]
     async fn no_temporary_file_is_left_or_listed() {
         let dir = tempfile::tempdir().unwrap();

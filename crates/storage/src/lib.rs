@@ -21,10 +21,12 @@
 //! sees the whole object or nothing.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod blocks;
 pub mod cluster;
 pub mod fs;
 #[cfg(any(test, feature = "testing"))]
 pub mod garage_harness;
+pub mod lane;
 pub mod mem;
 #[cfg(feature = "testing")]
 pub mod pause;
@@ -83,6 +85,12 @@ pub trait StageWriter: Send {
     async fn write(&mut self, data: Bytes) -> Result<()>;
     /// Waits until everything queued is written; returns the staged size.
     async fn finish(self: Box<Self>) -> Result<u64>;
+    /// The file offset of the next byte, when this writer writes whole
+    /// block-aligned batches (see [`blocks`]) as they are, without copying
+    /// them; `None` when it copies or gathers whatever it is given.
+    fn block_offset(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A store of objects by key.

@@ -10,8 +10,12 @@
 //!   bypasses the page cache. On these machines a page-cache write costs
 //!   about 1-3 s of kernel CPU per GiB and its later flush must still wait
 //!   for the disk; a direct write costs about 0.06 s and is on the device
-//!   when it returns. Two buffers of [`DIRECT_BUF`] alternate: one fills
-//!   while the other is written. A part block at the end is written through
+//!   when it returns. Writes go through a [`Lane`]: up to
+//!   [`DIRECT_DEPTH`] wait or run in order on a blocking call while more
+//!   bytes arrive, so the disk never waits for the receiving task. Bytes
+//!   that come as whole block-aligned batches (see [`crate::blocks`]) are
+//!   written as they are; anything else is first copied into page-aligned
+//!   buffers ([`BlockBuf`]). A part block at the end is written through
 //!   the page cache, and the commit's fsync covers it (and the device
 //!   cache). An append at an offset inside a block first reads that block's
 //!   head back, so every direct write starts on a block boundary. Where
@@ -22,6 +26,8 @@
 //!   the upload is deleted before the kernel writes it back, the disk never
 //!   sees it.
 
+use crate::blocks::{is_whole_blocks, BlockBuf, BLOCK};
+use crate::lane::Lane;
 use crate::{Result, StageWriter, StorageError};
 use bytes::Bytes;
 use std::fs::{File, OpenOptions};
@@ -35,9 +41,9 @@ const MAX_PENDING: usize = 2 * 1024 * 1024;
 /// Bytes a stage writer gathers before it writes a batch.
 pub(super) const INLINE_WRITE: usize = 256 * 1024;
 /// What `O_DIRECT` needs aligned: buffer addresses, lengths and offsets.
-const ALIGN: usize = 4096;
-/// Size of each of a direct writer's two buffers.
-const DIRECT_BUF: usize = 1024 * 1024;
+const ALIGN: usize = BLOCK;
+/// Direct writes queued or running at most, per upload.
+const DIRECT_DEPTH: usize = 3;
 
 /// How a stage writer places its bytes (see the module's documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,46 +80,75 @@ fn write_chunks(f: &mut File, chunks: &[Bytes]) -> io::Result<u64> {
     Ok(n)
 }
 
-/// A page-aligned buffer of [`DIRECT_BUF`] bytes (safe code: a larger
-/// vector, used from its first aligned byte).
-struct Aligned {
-    mem: Vec<u8>,
-    start: usize,
-    len: usize,
+/// A direct write: a copy buffer or a batch written as it is, and the
+/// file offset it goes to.
+enum Block {
+    Copied(BlockBuf),
+    Shared(Bytes),
 }
 
-impl Aligned {
-    fn new() -> Aligned {
-        let mem = vec![0u8; DIRECT_BUF + ALIGN];
-        let start = mem.as_ptr().align_offset(ALIGN);
-        Aligned { mem, start, len: 0 }
-    }
+/// What the write lane holds: the file, and the first failure (later
+/// writes are skipped).
+struct DirectFile {
+    file: std::sync::Arc<File>,
+    failed: Option<io::Error>,
+}
 
-    fn filled(&self) -> &[u8] {
-        &self.mem[self.start..self.start + self.len]
-    }
-
-    /// Copies as much of `data` as fits; returns how much.
-    fn push(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(DIRECT_BUF - self.len);
-        let at = self.start + self.len;
-        self.mem[at..at + n].copy_from_slice(&data[..n]);
-        self.len += n;
-        n
-    }
-
-    fn is_full(&self) -> bool {
-        self.len == DIRECT_BUF
+/// Writes one block at its offset.
+fn write_block(f: &mut DirectFile, (block, at): (Block, u64)) {
+    let bytes: &[u8] = match &block {
+        Block::Copied(buf) => buf.filled(),
+        Block::Shared(b) => b,
+    };
+    if f.failed.is_none() {
+        if let Err(e) = f.file.write_all_at(bytes, at) {
+            f.failed = Some(e);
+        }
     }
 }
 
 /// A direct writer's state: `buf` holds the bytes from file offset `base`
-/// (a block boundary) on; earlier bytes are on disk.
+/// (a block boundary) on; earlier bytes are on disk or in the lane.
 struct Direct {
     file: std::sync::Arc<File>,
+    lane: Lane<DirectFile, (Block, u64), ()>,
     base: u64,
-    buf: Aligned,
-    spare: Option<Aligned>,
+    buf: BlockBuf,
+}
+
+impl Direct {
+    /// Hands the copy buffer to the lane (if it holds anything).
+    async fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let full = std::mem::take(&mut self.buf);
+        let at = self.base;
+        self.base += full.len() as u64;
+        self.lane.push((Block::Copied(full), at)).await;
+    }
+
+    /// Queues bytes: a block-aligned batch that lands on a block boundary
+    /// as it is, anything else through the copy buffer.
+    async fn push(&mut self, data: Bytes) {
+        if is_whole_blocks(&data)
+            && (self.base + self.buf.len() as u64).is_multiple_of(ALIGN as u64)
+        {
+            self.flush().await;
+            let at = self.base;
+            self.base += data.len() as u64;
+            self.lane.push((Block::Shared(data), at)).await;
+            return;
+        }
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = self.buf.push(rest);
+            rest = &rest[n..];
+            if self.buf.is_full() {
+                self.flush().await;
+            }
+        }
+    }
 }
 
 /// Opens `path` for direct writes at `offset` and returns a buffer filled
@@ -137,49 +172,46 @@ fn open_direct(path: &Path, offset: u64) -> io::Result<Option<Direct>> {
     }
     let head = (offset % ALIGN as u64) as usize;
     let base = offset - head as u64;
-    let mut buf = Aligned::new();
+    let mut buf = BlockBuf::new();
     if head > 0 {
         let mut block = vec![0u8; head];
         File::open(path)?.read_exact_at(&mut block, base)?;
         buf.push(&block);
     }
+    let file = std::sync::Arc::new(file);
+    let lane = Lane::new(
+        DirectFile {
+            file: file.clone(),
+            failed: None,
+        },
+        DIRECT_DEPTH,
+        write_block,
+    );
     Ok(Some(Direct {
-        file: std::sync::Arc::new(file),
+        file,
+        lane,
         base,
         buf,
-        spare: None,
     }))
-}
-
-/// Writes a full buffer at `base`; gives the buffer back emptied.
-fn write_direct(file: &File, mut buf: Aligned, base: u64) -> (Aligned, io::Result<u64>) {
-    let r = file
-        .write_all_at(buf.filled(), base)
-        .map(|_| buf.len as u64);
-    buf.len = 0;
-    (buf, r)
 }
 
 /// Writes what a direct writer holds at the end: whole blocks directly,
 /// the part block after them through the page cache.
-fn write_last(path: &Path, d: &Direct) -> io::Result<u64> {
-    let bytes = d.buf.filled();
+fn write_last(path: &Path, file: &File, buf: &BlockBuf, base: u64) -> io::Result<u64> {
+    let bytes = buf.filled();
     let whole = bytes.len() - bytes.len() % ALIGN;
     if whole > 0 {
-        d.file.write_all_at(&bytes[..whole], d.base)?;
+        file.write_all_at(&bytes[..whole], base)?;
     }
     if whole < bytes.len() {
         let f = OpenOptions::new().write(true).open(path)?;
-        f.write_all_at(&bytes[whole..], d.base + whole as u64)?;
+        f.write_all_at(&bytes[whole..], base + whole as u64)?;
     }
-    Ok(d.base + bytes.len() as u64)
+    Ok(base + bytes.len() as u64)
 }
 
-/// What a finished blocking write hands back.
-enum Landed {
-    Cached(Option<File>, io::Result<u64>),
-    Direct(Aligned, io::Result<u64>),
-}
+/// What a finished page-cache write hands back.
+type Landed = (Option<File>, io::Result<u64>);
 
 /// Appends to a staged file (see the module's documentation).
 pub(super) struct FsStageWriter {
@@ -219,17 +251,11 @@ impl FsStageWriter {
             return;
         };
         match task.await {
-            Ok(Landed::Cached(file, Ok(n))) => {
+            Ok((file, Ok(n))) => {
                 self.file = file;
                 self.offset += n;
             }
-            Ok(Landed::Direct(buf, Ok(n))) => {
-                if let Some(d) = self.direct.as_mut() {
-                    d.spare = Some(buf);
-                    d.base += n;
-                }
-            }
-            Ok(Landed::Cached(_, Err(e)) | Landed::Direct(_, Err(e))) => self.failed = Some(e),
+            Ok((_, Err(e))) => self.failed = Some(e),
             Err(e) => self.failed = Some(io::Error::other(e)),
         }
     }
@@ -244,11 +270,11 @@ impl FsStageWriter {
                 Some(f) => f,
                 None => match open_stage(&path, offset) {
                     Ok(f) => f,
-                    Err(e) => return Landed::Cached(None, Err(e)),
+                    Err(e) => return (None, Err(e)),
                 },
             };
             let written = write_chunks(&mut f, &batch);
-            Landed::Cached(Some(f), written)
+            (Some(f), written)
         }));
     }
 
@@ -259,11 +285,12 @@ impl FsStageWriter {
         let opened = spawn_blocking(move || open_direct(&path, offset)).await;
         match opened {
             Ok(Ok(Some(d))) => {
-                self.direct = Some(d);
-                for chunk in std::mem::take(&mut self.pending) {
-                    self.push_direct(&chunk).await;
-                }
                 self.pending_len = 0;
+                let pending = std::mem::take(&mut self.pending);
+                let d = self.direct.insert(d);
+                for chunk in pending {
+                    d.push(chunk).await;
+                }
                 true
             }
             Ok(Ok(None)) => false,
@@ -277,35 +304,6 @@ impl FsStageWriter {
             }
         }
     }
-
-    /// Copies bytes into the direct buffer, handing each full buffer to a
-    /// blocking write (waiting for the previous one first).
-    async fn push_direct(&mut self, mut data: &[u8]) {
-        while !data.is_empty() && self.failed.is_none() {
-            let Some(d) = self.direct.as_mut() else {
-                return;
-            };
-            let n = d.buf.push(data);
-            data = &data[n..];
-            if !d.buf.is_full() {
-                continue;
-            }
-            self.join().await;
-            if self.failed.is_some() {
-                return;
-            }
-            let Some(d) = self.direct.as_mut() else {
-                return;
-            };
-            let next = d.spare.take().unwrap_or_else(Aligned::new);
-            let full = std::mem::replace(&mut d.buf, next);
-            let (file, base) = (d.file.clone(), d.base);
-            self.running = Some(spawn_blocking(move || {
-                let (buf, r) = write_direct(&file, full, base);
-                Landed::Direct(buf, r)
-            }));
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -314,8 +312,8 @@ impl StageWriter for FsStageWriter {
         if self.failed.is_some() {
             return Ok(());
         }
-        if self.direct.is_some() {
-            self.push_direct(&data).await;
+        if let Some(d) = self.direct.as_mut() {
+            d.push(data).await;
             return Ok(());
         }
         self.pending_len += data.len();
@@ -345,6 +343,16 @@ impl StageWriter for FsStageWriter {
         Ok(())
     }
 
+    fn block_offset(&self) -> Option<u64> {
+        if self.placement != Placement::Through {
+            return None;
+        }
+        Some(match &self.direct {
+            Some(d) => d.base + d.buf.len() as u64,
+            None => self.offset + self.pending_len as u64,
+        })
+    }
+
     async fn finish(self: Box<Self>) -> Result<u64> {
         let mut me = *self;
         me.join().await;
@@ -352,8 +360,29 @@ impl StageWriter for FsStageWriter {
             if let Some(e) = me.failed {
                 return Err(StorageError::Io(e));
             }
+            let Direct {
+                file,
+                lane,
+                base,
+                buf,
+                ..
+            } = d;
+            match lane.finish().await {
+                Some((DirectFile { failed: None, .. }, _)) => {}
+                Some((
+                    DirectFile {
+                        failed: Some(e), ..
+                    },
+                    _,
+                )) => return Err(StorageError::Io(e)),
+                None => {
+                    return Err(StorageError::Io(io::Error::other(
+                        "a direct write panicked",
+                    )))
+                }
+            }
             let path = me.path.clone();
-            return match spawn_blocking(move || write_last(&path, &d)).await {
+            return match spawn_blocking(move || write_last(&path, &file, &buf, base)).await {
                 Ok(Ok(size)) => Ok(size),
                 Ok(Err(e)) => Err(StorageError::Io(e)),
                 Err(e) => Err(StorageError::Io(io::Error::other(e))),

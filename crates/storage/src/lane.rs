@@ -1,0 +1,236 @@
+//! Lanes: work done in order, off the async runtime, with no thread held
+//! while there is none.
+//!
+//! A push hashes and writes each batch of its body on blocking threads, so
+//! that receiving, hashing and writing overlap. Handing each batch to a new
+//! blocking call and waiting for the previous one left the hasher and the
+//! disk idle between batches (a wake-up on each side). A lane instead keeps
+//! one blocking call draining its queue for as long as jobs are waiting:
+//! the next batch starts the moment the last one ends. When the queue runs
+//! dry the call returns, so a client that stalls holds no thread; the next
+//! job starts another call. At most `depth` jobs are queued or running:
+//! [`Lane::push`] waits for room, which is what bounds a push's memory.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+type Work<S, J, O> = dyn Fn(&mut S, J) -> O + Send + Sync;
+
+struct Inner<S, J, O> {
+    /// The lane's state, here while no call is draining (the draining call
+    /// holds it); `None` for good once a job panicked.
+    state: Option<S>,
+    jobs: VecDeque<J>,
+    /// What finished jobs gave back, for the owner to collect.
+    done: Vec<O>,
+    /// A blocking call is draining the queue.
+    draining: bool,
+    /// A job is running (taken off `jobs`, not yet in `done`).
+    running: bool,
+    /// A job panicked: the state is gone, later jobs are dropped.
+    broken: bool,
+}
+
+impl<S, J, O> Inner<S, J, O> {
+    fn in_flight(&self) -> usize {
+        self.jobs.len() + usize::from(self.running)
+    }
+}
+
+struct Shared<S, J, O> {
+    inner: Mutex<Inner<S, J, O>>,
+    /// Rung when a job ends or the drain stops: the owner may go on.
+    ring: Notify,
+    work: Box<Work<S, J, O>>,
+}
+
+impl<S, J, O> Shared<S, J, O> {
+    fn lock(&self) -> MutexGuard<'_, Inner<S, J, O>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An ordered queue of jobs on a state `S`, each turned into an `O` by
+/// the lane's work function on a blocking thread (see the module's
+/// documentation). Owned by one task at a time.
+pub struct Lane<S, J, O> {
+    shared: Arc<Shared<S, J, O>>,
+    depth: usize,
+}
+
+impl<S, J, O> Lane<S, J, O>
+where
+    S: Send + 'static,
+    J: Send + 'static,
+    O: Send + 'static,
+{
+    /// A lane over `state` running at most `depth` (at least 1) jobs ahead.
+    pub fn new(
+        state: S,
+        depth: usize,
+        work: impl Fn(&mut S, J) -> O + Send + Sync + 'static,
+    ) -> Lane<S, J, O> {
+        Lane {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    state: Some(state),
+                    jobs: VecDeque::new(),
+                    done: Vec::new(),
+                    draining: false,
+                    running: false,
+                    broken: false,
+                }),
+                ring: Notify::new(),
+                work: Box::new(work),
+            }),
+            depth: depth.max(1),
+        }
+    }
+
+    /// Queues a job, first waiting while `depth` jobs are queued or
+    /// running. A lane broken by a panic drops the job.
+    pub async fn push(&self, job: J) {
+        loop {
+            {
+                let mut g = self.shared.lock();
+                if g.broken {
+                    return;
+                }
+                if g.in_flight() < self.depth {
+                    g.jobs.push_back(job);
+                    if !g.draining {
+                        g.draining = true;
+                        let shared = self.shared.clone();
+                        drop(g);
+                        tokio::task::spawn_blocking(move || drain(&shared));
+                    }
+                    return;
+                }
+            }
+            self.shared.ring.notified().await;
+        }
+    }
+
+    /// What finished jobs gave back since the last call, in order.
+    pub fn take_done(&self) -> Vec<O> {
+        std::mem::take(&mut self.shared.lock().done)
+    }
+
+    /// Waits until every queued job ran; gives back the state and what the
+    /// jobs gave back. `None` if a job panicked.
+    pub async fn finish(self) -> Option<(S, Vec<O>)> {
+        loop {
+            {
+                let mut g = self.shared.lock();
+                if g.broken {
+                    return None;
+                }
+                if !g.draining {
+                    let done = std::mem::take(&mut g.done);
+                    return g.state.take().map(|s| (s, done));
+                }
+            }
+            self.shared.ring.notified().await;
+        }
+    }
+}
+
+/// The blocking call: runs jobs until the queue is empty.
+fn drain<S, J, O>(shared: &Shared<S, J, O>) {
+    let Some(mut state) = shared.lock().state.take() else {
+        return stop(shared, None);
+    };
+    loop {
+        let job = {
+            let mut g = shared.lock();
+            let Some(job) = g.jobs.pop_front() else {
+                drop(g);
+                return stop(shared, Some(state));
+            };
+            g.running = true;
+            job
+        };
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.work)(&mut state, job)));
+        let mut g = shared.lock();
+        g.running = false;
+        let Ok(out) = out else {
+            drop(g);
+            return stop(shared, None);
+        };
+        g.done.push(out);
+        drop(g);
+        shared.ring.notify_one();
+    }
+}
+
+/// Ends a drain: gives the state back, or (without one: a job panicked)
+/// marks the lane broken and drops what is queued.
+fn stop<S, J, O>(shared: &Shared<S, J, O>, state: Option<S>) {
+    let mut g = shared.lock();
+    g.draining = false;
+    match state {
+        Some(s) => g.state = Some(s),
+        None => {
+            g.broken = true;
+            g.jobs.clear();
+        }
+    }
+    drop(g);
+    shared.ring.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_run_in_order_with_at_most_depth_in_flight() {
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let lane = Lane::new(Vec::new(), 2, |seen: &mut Vec<u32>, n: u32| {
+            std::thread::sleep(Duration::from_millis(1));
+            seen.push(n);
+            n * 2
+        });
+        let mut outs = Vec::new();
+        for n in 0..50 {
+            lane.push(n).await;
+            let g = lane.shared.lock();
+            peak.fetch_max(g.in_flight(), std::sync::atomic::Ordering::Relaxed);
+            drop(g);
+            outs.extend(lane.take_done());
+        }
+        let (seen, rest) = lane.finish().await.unwrap();
+        outs.extend(rest);
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        assert_eq!(outs, (0..50).map(|n| n * 2).collect::<Vec<_>>());
+        assert_eq!(peak.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_lane_holds_no_thread_and_starts_again() {
+        let lane = Lane::new(0u64, 4, |sum: &mut u64, n: u64| *sum += n);
+        lane.push(1).await;
+        // The drain ends once the queue is empty.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lane.shared.lock().draining {
+            assert!(std::time::Instant::now() < deadline, "drain never ended");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lane.push(2).await;
+        assert_eq!(lane.finish().await.unwrap().0, 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_job_breaks_the_lane_without_hanging_it() {
+        let lane = Lane::new(0u32, 2, |_: &mut u32, n: u32| {
+            assert!(n != 3, "job 3 fails");
+        });
+        for n in 0..10 {
+            lane.push(n).await;
+        }
+        assert!(lane.finish().await.is_none());
+    }
+}
