@@ -38,6 +38,7 @@ pub mod manifests;
 pub mod migrate;
 mod openings;
 pub mod pulls;
+mod pump;
 pub mod retention;
 pub mod scrub;
 pub mod sync;

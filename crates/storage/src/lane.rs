@@ -16,68 +16,64 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
-type Work<S, J, O> = dyn Fn(&mut S, J) -> O + Send + Sync;
+type Work<S, J> = dyn Fn(&mut S, J) + Send + Sync;
 
-struct Inner<S, J, O> {
+struct Inner<S, J> {
     /// The lane's state, here while no call is draining (the draining call
     /// holds it); `None` for good once a job panicked.
     state: Option<S>,
     jobs: VecDeque<J>,
-    /// What finished jobs gave back, for the owner to collect.
-    done: Vec<O>,
     /// A blocking call is draining the queue.
     draining: bool,
-    /// A job is running (taken off `jobs`, not yet in `done`).
+    /// A job is running (taken off `jobs`, not finished).
     running: bool,
     /// A job panicked: the state is gone, later jobs are dropped.
     broken: bool,
 }
 
-impl<S, J, O> Inner<S, J, O> {
+impl<S, J> Inner<S, J> {
     fn in_flight(&self) -> usize {
         self.jobs.len() + usize::from(self.running)
     }
 }
 
-struct Shared<S, J, O> {
-    inner: Mutex<Inner<S, J, O>>,
+struct Shared<S, J> {
+    inner: Mutex<Inner<S, J>>,
     /// Rung when a job ends or the drain stops: the owner may go on.
     ring: Notify,
-    work: Box<Work<S, J, O>>,
+    work: Box<Work<S, J>>,
 }
 
-impl<S, J, O> Shared<S, J, O> {
-    fn lock(&self) -> MutexGuard<'_, Inner<S, J, O>> {
+impl<S, J> Shared<S, J> {
+    fn lock(&self) -> MutexGuard<'_, Inner<S, J>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// An ordered queue of jobs on a state `S`, each turned into an `O` by
-/// the lane's work function on a blocking thread (see the module's
-/// documentation). Owned by one task at a time.
-pub struct Lane<S, J, O> {
-    shared: Arc<Shared<S, J, O>>,
+/// An ordered queue of jobs on a state `S`, each done by the lane's work
+/// function on a blocking thread (see the module's documentation). Owned
+/// by one task at a time.
+pub struct Lane<S, J> {
+    shared: Arc<Shared<S, J>>,
     depth: usize,
 }
 
-impl<S, J, O> Lane<S, J, O>
+impl<S, J> Lane<S, J>
 where
     S: Send + 'static,
     J: Send + 'static,
-    O: Send + 'static,
 {
     /// A lane over `state` running at most `depth` (at least 1) jobs ahead.
     pub fn new(
         state: S,
         depth: usize,
-        work: impl Fn(&mut S, J) -> O + Send + Sync + 'static,
-    ) -> Lane<S, J, O> {
+        work: impl Fn(&mut S, J) + Send + Sync + 'static,
+    ) -> Lane<S, J> {
         Lane {
             shared: Arc::new(Shared {
                 inner: Mutex::new(Inner {
                     state: Some(state),
                     jobs: VecDeque::new(),
-                    done: Vec::new(),
                     draining: false,
                     running: false,
                     broken: false,
@@ -113,14 +109,9 @@ where
         }
     }
 
-    /// What finished jobs gave back since the last call, in order.
-    pub fn take_done(&self) -> Vec<O> {
-        std::mem::take(&mut self.shared.lock().done)
-    }
-
-    /// Waits until every queued job ran; gives back the state and what the
-    /// jobs gave back. `None` if a job panicked.
-    pub async fn finish(self) -> Option<(S, Vec<O>)> {
+    /// Waits until every queued job ran; gives back the state. `None` if a
+    /// job panicked.
+    pub async fn finish(self) -> Option<S> {
         loop {
             {
                 let mut g = self.shared.lock();
@@ -128,8 +119,7 @@ where
                     return None;
                 }
                 if !g.draining {
-                    let done = std::mem::take(&mut g.done);
-                    return g.state.take().map(|s| (s, done));
+                    return g.state.take();
                 }
             }
             self.shared.ring.notified().await;
@@ -138,7 +128,7 @@ where
 }
 
 /// The blocking call: runs jobs until the queue is empty.
-fn drain<S, J, O>(shared: &Shared<S, J, O>) {
+fn drain<S, J>(shared: &Shared<S, J>) {
     let Some(mut state) = shared.lock().state.take() else {
         return stop(shared, None);
     };
@@ -152,22 +142,18 @@ fn drain<S, J, O>(shared: &Shared<S, J, O>) {
             g.running = true;
             job
         };
-        let out = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.work)(&mut state, job)));
-        let mut g = shared.lock();
-        g.running = false;
-        let Ok(out) = out else {
-            drop(g);
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.work)(&mut state, job)));
+        shared.lock().running = false;
+        if ran.is_err() {
             return stop(shared, None);
-        };
-        g.done.push(out);
-        drop(g);
+        }
         shared.ring.notify_one();
     }
 }
 
 /// Ends a drain: gives the state back, or (without one: a job panicked)
 /// marks the lane broken and drops what is queued.
-fn stop<S, J, O>(shared: &Shared<S, J, O>, state: Option<S>) {
+fn stop<S, J>(shared: &Shared<S, J>, state: Option<S>) {
     let mut g = shared.lock();
     g.draining = false;
     match state {
@@ -192,20 +178,14 @@ mod tests {
         let lane = Lane::new(Vec::new(), 2, |seen: &mut Vec<u32>, n: u32| {
             std::thread::sleep(Duration::from_millis(1));
             seen.push(n);
-            n * 2
         });
-        let mut outs = Vec::new();
         for n in 0..50 {
             lane.push(n).await;
             let g = lane.shared.lock();
             peak.fetch_max(g.in_flight(), std::sync::atomic::Ordering::Relaxed);
-            drop(g);
-            outs.extend(lane.take_done());
         }
-        let (seen, rest) = lane.finish().await.unwrap();
-        outs.extend(rest);
+        let seen = lane.finish().await.unwrap();
         assert_eq!(seen, (0..50).collect::<Vec<_>>());
-        assert_eq!(outs, (0..50).map(|n| n * 2).collect::<Vec<_>>());
         assert_eq!(peak.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
@@ -220,7 +200,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         lane.push(2).await;
-        assert_eq!(lane.finish().await.unwrap().0, 3);
+        assert_eq!(lane.finish().await.unwrap(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -468,7 +468,7 @@ impl Registry {
         }));
         // Hashed on a thread of its own and written on another, as pushes are.
         let mut hasher = digest.algorithm().hasher();
-        let written = crate::uploads::pump(body, writer, Some(&mut hasher))
+        let written = crate::pump::pump(body, writer, Some(&mut hasher))
             .await
             .map_err(|e| bad(format!("{digest}: {e}")))?;
         if size.is_some_and(|s| written != s) {

@@ -80,28 +80,17 @@ fn write_chunks(f: &mut File, chunks: &[Bytes]) -> io::Result<u64> {
     Ok(n)
 }
 
-/// A direct write: a copy buffer or a batch written as it is, and the
-/// file offset it goes to.
-enum Block {
-    Copied(BlockBuf),
-    Shared(Bytes),
-}
-
 /// What the write lane holds: the file, and the first failure (later
 /// writes are skipped).
 struct DirectFile {
-    file: std::sync::Arc<File>,
+    file: File,
     failed: Option<io::Error>,
 }
 
-/// Writes one block at its offset.
-fn write_block(f: &mut DirectFile, (block, at): (Block, u64)) {
-    let bytes: &[u8] = match &block {
-        Block::Copied(buf) => buf.filled(),
-        Block::Shared(b) => b,
-    };
+/// Writes whole blocks at their (block-aligned) file offset.
+fn write_blocks(f: &mut DirectFile, (bytes, at): (Bytes, u64)) {
     if f.failed.is_none() {
-        if let Err(e) = f.file.write_all_at(bytes, at) {
+        if let Err(e) = f.file.write_all_at(&bytes, at) {
             f.failed = Some(e);
         }
     }
@@ -110,8 +99,7 @@ fn write_block(f: &mut DirectFile, (block, at): (Block, u64)) {
 /// A direct writer's state: `buf` holds the bytes from file offset `base`
 /// (a block boundary) on; earlier bytes are on disk or in the lane.
 struct Direct {
-    file: std::sync::Arc<File>,
-    lane: Lane<DirectFile, (Block, u64), ()>,
+    lane: Lane<DirectFile, (Bytes, u64)>,
     base: u64,
     buf: BlockBuf,
 }
@@ -125,7 +113,7 @@ impl Direct {
         let full = std::mem::take(&mut self.buf);
         let at = self.base;
         self.base += full.len() as u64;
-        self.lane.push((Block::Copied(full), at)).await;
+        self.lane.push((full.into_bytes(), at)).await;
     }
 
     /// Queues bytes: a block-aligned batch that lands on a block boundary
@@ -137,7 +125,7 @@ impl Direct {
             self.flush().await;
             let at = self.base;
             self.base += data.len() as u64;
-            self.lane.push((Block::Shared(data), at)).await;
+            self.lane.push((data, at)).await;
             return;
         }
         let mut rest = &data[..];
@@ -178,21 +166,12 @@ fn open_direct(path: &Path, offset: u64) -> io::Result<Option<Direct>> {
         File::open(path)?.read_exact_at(&mut block, base)?;
         buf.push(&block);
     }
-    let file = std::sync::Arc::new(file);
     let lane = Lane::new(
-        DirectFile {
-            file: file.clone(),
-            failed: None,
-        },
+        DirectFile { file, failed: None },
         DIRECT_DEPTH,
-        write_block,
+        write_blocks,
     );
-    Ok(Some(Direct {
-        file,
-        lane,
-        base,
-        buf,
-    }))
+    Ok(Some(Direct { lane, base, buf }))
 }
 
 /// Writes what a direct writer holds at the end: whole blocks directly,
@@ -360,27 +339,14 @@ impl StageWriter for FsStageWriter {
             if let Some(e) = me.failed {
                 return Err(StorageError::Io(e));
             }
-            let Direct {
-                file,
-                lane,
-                base,
-                buf,
-                ..
-            } = d;
-            match lane.finish().await {
-                Some((DirectFile { failed: None, .. }, _)) => {}
-                Some((
-                    DirectFile {
-                        failed: Some(e), ..
-                    },
-                    _,
-                )) => return Err(StorageError::Io(e)),
-                None => {
-                    return Err(StorageError::Io(io::Error::other(
-                        "a direct write panicked",
-                    )))
-                }
-            }
+            let Direct { lane, base, buf } = d;
+            let file = match lane.finish().await {
+                Some(DirectFile { file, failed: None }) => file,
+                Some(DirectFile {
+                    failed: Some(e), ..
+                }) => return Err(StorageError::Io(e)),
+                None => return Err(io::Error::other("a direct write panicked").into()),
+            };
             let path = me.path.clone();
             return match spawn_blocking(move || write_last(&path, &file, &buf, base)).await {
                 Ok(Ok(size)) => Ok(size),
