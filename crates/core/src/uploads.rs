@@ -7,9 +7,9 @@
 //! hashed again from storage. A blob becomes visible only by the backend's
 //! atomic commit, after its digest matched.
 
-use crate::pump::pump;
+use crate::pump::{pump, pump_hashed, RunningHash};
 use crate::{keys, CoreError, Registry, Result};
-use berth_oci::{Algorithm, Digest, Hasher, RepoName};
+use berth_oci::{Algorithm, Digest, RepoName};
 use berth_storage::{ByteStream, Durability, StageWriter, StorageError};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -31,8 +31,9 @@ struct Session {
     repo: RepoName,
     /// Bytes staged so far.
     size: u64,
-    /// Running hash of those bytes, if this process saw all of them.
-    hasher: Option<Hasher>,
+    /// Running hash of those bytes, if this process saw all of them; it
+    /// may still be hashing the last chunk's tail (see [`crate::pump`]).
+    hash: Option<RunningHash>,
     /// Finished, cancelled or expired: requests that queued on the lock
     /// meanwhile find the session unknown.
     closed: bool,
@@ -161,7 +162,7 @@ impl Registry {
             Session {
                 repo: repo.clone(),
                 size: 0,
-                hasher: Some(Algorithm::Sha256.hasher()),
+                hash: Some(RunningHash::Here(Algorithm::Sha256.hasher())),
                 closed: false,
                 cached: false,
             },
@@ -193,7 +194,7 @@ impl Registry {
                     Session {
                         repo,
                         size,
-                        hasher: None,
+                        hash: None,
                         closed: false,
                         cached: false,
                     },
@@ -210,7 +211,7 @@ impl Registry {
             Some(n) if n == guard.size => {}
             Some(n) => {
                 guard.size = n;
-                guard.hasher = None; // it did not see those bytes
+                guard.hash = None; // it did not see those bytes
             }
             None if guard.size == 0 && self.store.stat(&keys::upload(id)).await?.is_some() => {}
             None => {
@@ -274,7 +275,7 @@ impl Registry {
             // the disk, forget the running hash, and let the client resume.
             Err(StorageError::Offset { actual, .. }) => {
                 s.size = actual;
-                s.hasher = None;
+                s.hash = None;
                 return Err(CoreError::ChunkOutOfOrder { size: actual });
             }
             Err(e) => return Err(e.into()),
@@ -283,17 +284,21 @@ impl Registry {
         // Content-Range, or a store that failed (a full disk), puts the
         // upload back as it was. A body that broke off (the client went
         // away) keeps what arrived, so the upload can be resumed from there.
-        let (before, hashed) = (s.size, s.hasher.clone());
-        let result = match pump(body, writer, s.hasher.as_mut()).await {
-            Ok(size) => match check_end(range, size) {
+        // The chunk is answered once written, its hashing maybe still at
+        // work on a lane. A hash on a lane can't be set aside to be put
+        // back: after a refused chunk the upload is hashed from disk at
+        // the end.
+        let (before, kept) = (s.size, s.hash.as_ref().and_then(|h| h.here().cloned()));
+        let result = match pump(body, writer, s.hash.take()).await {
+            Ok((size, hash)) => match check_end(range, size) {
                 Err(e) => Err(e),
                 Ok(()) => {
                     s.size = size;
+                    s.hash = hash;
                     return Ok(());
                 }
             },
             Err(e @ CoreError::Body(_)) => {
-                s.hasher = None;
                 s.size = self.store.stage_size(id).await?.unwrap_or(0);
                 return Err(e);
             }
@@ -302,12 +307,11 @@ impl Registry {
         match self.store.stage_truncate(id, before).await {
             Ok(()) => {
                 s.size = before;
-                s.hasher = hashed;
+                s.hash = kept.map(RunningHash::Here);
             }
             // Could not cut back: believe the disk and forget the running
             // hash, which may disagree with it.
             Err(_) => {
-                s.hasher = None;
                 s.size = self.store.stage_size(id).await?.unwrap_or(0);
             }
         }
@@ -338,7 +342,7 @@ impl Registry {
     ) -> Result<()> {
         let mut s = self.session(repo, id).await?;
         let hashing = s
-            .hasher
+            .hash
             .as_ref()
             .is_some_and(|h| h.algorithm() == digest.algorithm());
         let stored = body.is_some() && hashing && self.is_stored(digest).await?;
@@ -362,9 +366,13 @@ impl Registry {
             }
             None => {}
         }
-        let computed = match s.hasher.as_ref() {
-            Some(h) if h.algorithm() == digest.algorithm() => h.clone().finish(),
-            _ => self.rehash(id, digest.algorithm()).await?,
+        let settled = match s.hash.take() {
+            Some(h) if h.algorithm() == digest.algorithm() => h.settle().await,
+            _ => None,
+        };
+        let computed = match settled {
+            Some(h) => h.finish(),
+            None => self.rehash(id, digest.algorithm()).await?,
         };
         let result = if computed != *digest {
             Err(CoreError::DigestMismatch {
@@ -405,12 +413,20 @@ impl Registry {
         body: ByteStream,
     ) -> Result<()> {
         check_start(range, s.size)?;
-        let mut hasher = s.hasher.clone();
-        let got = pump(body, Box::new(Discard::default()), hasher.as_mut()).await?;
+        // Settled first, so that a refused chunk can put it back.
+        let settled = match s.hash.take() {
+            Some(h) => h.settle().await,
+            None => None,
+        };
+        let Some(hasher) = settled else {
+            return Err(StorageError::Io(std::io::Error::other("hashing failed")).into());
+        };
+        s.hash = Some(RunningHash::Here(hasher.clone()));
+        let (got, hasher) = pump_hashed(body, Box::new(Discard::default()), hasher).await?;
         let size = s.size + got;
         check_end(range, size)?;
         s.size = size;
-        s.hasher = hasher;
+        s.hash = Some(RunningHash::Here(hasher));
         Ok(())
     }
 
@@ -490,11 +506,10 @@ impl Registry {
                 (id, writer, false)
             }
         };
-        let mut hasher = digest.algorithm().hasher();
-        let pumped = pump(body, writer, Some(&mut hasher)).await;
+        let pumped = pump_hashed(body, writer, digest.algorithm().hasher()).await;
         let result = match pumped {
             Err(e) => Err(e),
-            Ok(size) => {
+            Ok((size, hasher)) => {
                 let computed = hasher.finish();
                 if computed == *digest {
                     let committed = if pinned {

@@ -84,6 +84,7 @@ async fn check(store: Arc<dyn Backend>) {
         }
     }
     assert_eq!(read_back(&reg, &digest, len).await, bytes);
+    refused_and_broken_chunks(&reg, &repo).await;
     // A wrong digest is refused and nothing is committed.
     let bytes = data(7, 3 * MIB);
     let wrong = Digest::of(Algorithm::Sha256, b"something else");
@@ -92,6 +93,74 @@ async fn check(store: Arc<dyn Backend>) {
         .await
         .is_err());
     assert!(reg.blob_size(&repo, &wrong).await.is_err());
+}
+
+/// A chunk is answered while its last batches may still be hashing, and
+/// the next chunk is hashed after them. A chunk refused for its length or
+/// cut off by the client must leave no trace in that running hash.
+async fn refused_and_broken_chunks(reg: &Registry, repo: &RepoName) {
+    let len = 4 * MIB + 77;
+    let first = 2 * MIB + 5;
+    // Content-Range promises more than the body holds: refused, cut back,
+    // and the rest sent again.
+    let (bytes, digest) = blob(42, len);
+    let id = first_chunk(reg, repo, &bytes, first).await;
+    let short = bytes.slice(first..first + 700_000);
+    let range = Some((first as u64, (first + 800_000) as u64 - 1));
+    assert!(reg
+        .append_upload(repo, &id, range, pieces(short, &[65_536]))
+        .await
+        .is_err());
+    assert_eq!(
+        reg.upload_status(repo, &id).await.unwrap().size,
+        first as u64
+    );
+    finish_from(reg, repo, &id, &bytes, &digest, first).await;
+    // A body that breaks off: what arrived stays staged, and the client
+    // resumes from there.
+    let (bytes, digest) = blob(43, len);
+    let id = first_chunk(reg, repo, &bytes, first).await;
+    let mut parts: Vec<std::io::Result<Bytes>> = (0..5)
+        .map(|i| Ok(bytes.slice(first + i * 100_000..first + (i + 1) * 100_000)))
+        .collect();
+    parts.push(Err(std::io::Error::other("client went away")));
+    let broken: berth_core::ByteStream = Box::pin(futures_util::stream::iter(parts));
+    assert!(reg.append_upload(repo, &id, None, broken).await.is_err());
+    let at = reg.upload_status(repo, &id).await.unwrap().size as usize;
+    assert!(at >= first && at <= first + 500_000, "{at}");
+    finish_from(reg, repo, &id, &bytes, &digest, at).await;
+}
+
+fn blob(seed: u32, len: usize) -> (Bytes, Digest) {
+    let bytes = data(seed, len);
+    let digest = Digest::of(Algorithm::Sha256, &bytes);
+    (bytes, digest)
+}
+
+/// Opens an upload and sends its first `n` bytes (hashed on a lane).
+async fn first_chunk(reg: &Registry, repo: &RepoName, bytes: &Bytes, n: usize) -> String {
+    let s = reg.start_upload(repo).await.unwrap();
+    let body = pieces(bytes.slice(..n), &[65_536]);
+    let st = reg.append_upload(repo, &s.id, None, body).await.unwrap();
+    assert_eq!(st.size, n as u64);
+    s.id
+}
+
+/// Sends the rest of `bytes` from `at` and checks what was committed.
+async fn finish_from(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &str,
+    bytes: &Bytes,
+    digest: &Digest,
+    at: usize,
+) {
+    let range = Some((at as u64, bytes.len() as u64 - 1));
+    let rest = pieces(bytes.slice(at..), &[333_333]);
+    reg.finish_upload(repo, id, digest, range, Some(rest))
+        .await
+        .unwrap();
+    assert_eq!(read_back(reg, digest, bytes.len()).await, *bytes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

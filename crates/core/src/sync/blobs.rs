@@ -467,10 +467,8 @@ impl Registry {
             Ok(chunk)
         }));
         // Hashed on a thread of its own and written on another, as pushes are.
-        let mut hasher = digest.algorithm().hasher();
-        let written = crate::pump::pump(body, writer, Some(&mut hasher))
-            .await
-            .map_err(|e| bad(format!("{digest}: {e}")))?;
+        let hashed = crate::pump::pump_hashed(body, writer, digest.algorithm().hasher()).await;
+        let (written, hasher) = hashed.map_err(|e| bad(format!("{digest}: {e}")))?;
         if size.is_some_and(|s| written != s) {
             return Err(bad(format!(
                 "{digest}: truncated ({written} of {} bytes)",
