@@ -9,7 +9,7 @@
 
 use crate::pump::{pump, pump_hashed, RunningHash};
 use crate::{keys, CoreError, Registry, Result};
-use berth_oci::{Algorithm, Digest, RepoName};
+use berth_oci::{Algorithm, Digest, Hasher, RepoName};
 use berth_storage::{ByteStream, Durability, StageWriter, StorageError};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -345,13 +345,22 @@ impl Registry {
             .hash
             .as_ref()
             .is_some_and(|h| h.algorithm() == digest.algorithm());
-        let stored = body.is_some() && hashing && self.is_stored(digest).await?;
+        // The store holds this content: the last chunk is hashed and none
+        // of it kept. The hash so far is settled first, so that a refused
+        // chunk can put it back; one that failed leaves the chunk staged.
+        let mut stored_from = None;
+        if body.is_some() && hashing && self.is_stored(digest).await? {
+            stored_from = match s.hash.take() {
+                Some(h) => h.settle().await,
+                None => None,
+            };
+            s.hash = stored_from.clone().map(RunningHash::Here);
+        }
         let mut pin = None;
-        match body {
-            // The store holds this content: hash the last chunk, keep none.
-            Some(body) if stored => match self.pin(digest).await? {
+        match (body, stored_from) {
+            (Some(body), Some(hasher)) => match self.pin(digest).await? {
                 Some(p) => {
-                    if let Err(e) = self.discard_locked(&mut s, range, body).await {
+                    if let Err(e) = self.discard_locked(&mut s, range, body, hasher).await {
                         self.unpin(&p).await;
                         return Err(e);
                     }
@@ -359,12 +368,12 @@ impl Registry {
                 }
                 None => self.append_locked(id, &mut s, range, body).await?,
             },
-            Some(body) => self.append_locked(id, &mut s, range, body).await?,
+            (Some(body), None) => self.append_locked(id, &mut s, range, body).await?,
             // Nothing was ever written (the empty blob): stage it empty.
-            None if s.size == 0 => {
+            (None, _) if s.size == 0 => {
                 self.store.stage_writer(id, 0).await?.finish().await?;
             }
-            None => {}
+            (None, _) => {}
         }
         let settled = match s.hash.take() {
             Some(h) if h.algorithm() == digest.algorithm() => h.settle().await,
@@ -404,24 +413,17 @@ impl Registry {
     }
 
     /// Like [`Registry::append_locked`] for a chunk of content the store
-    /// already holds: hashed, checked and dropped. A refused or broken
-    /// chunk leaves the session as it was.
+    /// already holds: hashed from `hasher` (the session's, settled),
+    /// checked and dropped. A refused or broken chunk leaves the session
+    /// as it was.
     async fn discard_locked(
         &self,
         s: &mut Session,
         range: Option<ChunkRange>,
         body: ByteStream,
+        hasher: Hasher,
     ) -> Result<()> {
         check_start(range, s.size)?;
-        // Settled first, so that a refused chunk can put it back.
-        let settled = match s.hash.take() {
-            Some(h) => h.settle().await,
-            None => None,
-        };
-        let Some(hasher) = settled else {
-            return Err(StorageError::Io(std::io::Error::other("hashing failed")).into());
-        };
-        s.hash = Some(RunningHash::Here(hasher.clone()));
         let (got, hasher) = pump_hashed(body, Box::new(Discard::default()), hasher).await?;
         let size = s.size + got;
         check_end(range, size)?;

@@ -118,6 +118,29 @@ async fn a_push_of_stored_content_stages_none_of_its_bytes() {
         .await
         .unwrap();
     assert!(files_under(&dir.path().join(".uploads")).is_empty());
+
+    // The same after a first chunk whose hashing went on past its 202 (on
+    // a lane): the last chunk, refused once, then sent right.
+    let up = reg.start_upload(&b).await.unwrap();
+    let cut = 1024 * 1024 + 3;
+    let first = body_with(bytes.slice(..cut), |_| {});
+    reg.append_upload(&b, &up.id, None, first).await.unwrap();
+    let rest = || body_with(bytes.slice(cut..), |_| {});
+    let r = reg
+        .finish_upload(
+            &b,
+            &up.id,
+            &d,
+            Some((cut as u64, cut as u64 + 10)),
+            Some(rest()),
+        )
+        .await;
+    assert!(matches!(r, Err(CoreError::SizeInvalid(_))), "{r:?}");
+    reg.finish_upload(&b, &up.id, &d, Some((cut as u64, end)), Some(rest()))
+        .await
+        .unwrap();
+    assert!(files_under(&dir.path().join(".uploads")).is_empty());
+    assert_eq!(read(&reg, &d, bytes.len() as u64).await, bytes);
 }
 
 #[tokio::test]
