@@ -11,8 +11,8 @@
 //!
 //! The hash comes back as a [`RunningHash`], which may still be at work on
 //! the last batches when the body is written: a chunked upload keeps it
-//! until its next request, so a chunk is answered once it is on disk and
-//! its hashing ends while the client sends the next one.
+//! until its next request, so a chunk is answered once its bytes are
+//! written, and its hashing ends while the client sends the next one.
 
 use crate::{CoreError, Result};
 use berth_oci::{Algorithm, Hasher};
