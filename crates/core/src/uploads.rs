@@ -3,7 +3,7 @@
 //! A session is a staged object in the store plus a small record naming its
 //! repository, so it survives a restart. While a process serves a session it
 //! keeps the running sha256 of the bytes received (still at work on a
-//! chunk's last batches after its 202, see [`crate::pump`]); after a
+//! chunk's last batches after its 202, see the `pump` module); after a
 //! restart, a refused chunk that came after such a chunk, or when the
 //! client declares a digest of another algorithm, the staged bytes are
 //! hashed again from storage. A blob becomes visible only by the backend's
