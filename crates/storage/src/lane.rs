@@ -129,32 +129,30 @@ where
 
 /// The blocking call: runs jobs until the queue is empty.
 fn drain<S, J>(shared: &Shared<S, J>) {
-    let Some(mut state) = shared.lock().state.take() else {
-        return stop(shared, None);
+    let mut g = shared.lock();
+    let Some(mut state) = g.state.take() else {
+        return stop(shared, g, None);
     };
-    loop {
-        let job = {
-            let mut g = shared.lock();
-            let Some(job) = g.jobs.pop_front() else {
-                drop(g);
-                return stop(shared, Some(state));
-            };
-            g.running = true;
-            job
-        };
+    while let Some(job) = g.jobs.pop_front() {
+        g.running = true;
+        drop(g);
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.work)(&mut state, job)));
-        shared.lock().running = false;
+        g = shared.lock();
+        g.running = false;
         if ran.is_err() {
-            return stop(shared, None);
+            return stop(shared, g, None);
         }
         shared.ring.notify_one();
     }
+    // Stopped under the lock that saw the queue empty: a job pushed after
+    // that finds no drain, and starts one.
+    stop(shared, g, Some(state))
 }
 
-/// Ends a drain: gives the state back, or (without one: a job panicked)
-/// marks the lane broken and drops what is queued.
-fn stop<S, J>(shared: &Shared<S, J>, state: Option<S>) {
-    let mut g = shared.lock();
+/// Ends a drain, under the lock that decided it: gives the state back, or
+/// (without one: a job panicked) marks the lane broken and drops what is
+/// queued.
+fn stop<S, J>(shared: &Shared<S, J>, mut g: MutexGuard<'_, Inner<S, J>>, state: Option<S>) {
     g.draining = false;
     match state {
         Some(s) => g.state = Some(s),
@@ -164,7 +162,15 @@ fn stop<S, J>(shared: &Shared<S, J>, state: Option<S>) {
         }
     }
     drop(g);
+    preempted();
     shared.ring.notify_one();
+}
+
+/// Where a drain's thread may lose its core once it let go of the lock;
+/// tests make it lose it, so that a job pushed in that moment is seen.
+fn preempted() {
+    #[cfg(test)]
+    std::thread::sleep(std::time::Duration::from_micros(50));
 }
 
 #[cfg(test)]
@@ -201,6 +207,23 @@ mod tests {
         }
         lane.push(2).await;
         assert_eq!(lane.finish().await.unwrap(), 3);
+    }
+
+    /// A job pushed just as a drain finds the queue empty must still run:
+    /// the drain may not stop after the job was queued behind its back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_pushed_as_a_drain_ends_is_not_lost() {
+        let lane = Lane::new(0u64, 1, |sum: &mut u64, n: u64| *sum += n);
+        let pushes = async {
+            for n in 1..=20_000u64 {
+                lane.push(n).await;
+            }
+            lane.finish().await
+        };
+        let sum = tokio::time::timeout(Duration::from_secs(30), pushes)
+            .await
+            .expect("a queued job was left with no drain to run it");
+        assert_eq!(sum, Some(20_000 * 20_001 / 2));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
