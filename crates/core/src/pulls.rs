@@ -33,7 +33,7 @@ impl Registry {
     /// `mostRecentlyPulledCount`). Memory only; see [`Registry::flush_pulls`].
     pub fn note_pull(&self, repo: &RepoName, digest: &Digest) {
         let now = unix(SystemTime::now());
-        let mut pulls = self.pulls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pulls = self.noted_pulls();
         // Every manifest GET comes here: no allocation when already noted.
         if let Some(at) = pulls.get_mut(repo).and_then(|m| m.get_mut(digest)) {
             if now >= *at + PULL_RESOLUTION {
@@ -48,21 +48,49 @@ impl Registry {
     }
 
     /// Writes the pull times noted since the last flush (merged with what
-    /// is stored, the later time winning).
+    /// is stored, the later time winning). A time leaves memory only once
+    /// it is written, so retention (which reads both) sees it throughout,
+    /// and a flush that fails or is cut short loses nothing: the next one
+    /// writes it. Every repository is tried; the first error is returned.
     pub async fn flush_pulls(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.pulls.lock().unwrap_or_else(|p| p.into_inner()));
-        for (repo, times) in pending {
+        let repos: Vec<RepoName> = self.noted_pulls().keys().cloned().collect();
+        let mut failed = None;
+        for repo in repos {
+            if let Err(e) = self.flush_repo_pulls(&repo).await {
+                failed.get_or_insert(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    async fn flush_repo_pulls(&self, repo: &RepoName) -> Result<()> {
+        let Some(times) = self.noted_pulls().get(repo).cloned() else {
+            return Ok(());
+        };
+        {
             // Read, merge and write in one turn: replicas flushing the same
             // repository at once lose none of each other's times.
-            let _turn = self.store.exclusive(&keys::pulls(&repo)).await?;
-            let mut stored = self.stored_pulls(&repo).await?;
-            for (d, t) in times {
+            let _turn = self.store.exclusive(&keys::pulls(repo)).await?;
+            let mut stored = self.stored_pulls(repo).await?;
+            for (d, &t) in &times {
                 let at = stored.entry(d.to_string()).or_insert(0);
                 *at = (*at).max(t);
             }
-            self.write_pulls(&repo, &stored).await?;
+            self.write_pulls(repo, &stored).await?;
+        }
+        // Written: forget what was, unless noted again meanwhile.
+        let mut noted = self.noted_pulls();
+        if let Some(m) = noted.get_mut(repo) {
+            m.retain(|d, t| times.get(d).is_none_or(|w| *t > *w));
+            if m.is_empty() {
+                noted.remove(repo);
+            }
         }
         Ok(())
+    }
+
+    fn noted_pulls(&self) -> std::sync::MutexGuard<'_, crate::PullTimes> {
+        self.pulls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) async fn stored_pulls(&self, repo: &RepoName) -> Result<BTreeMap<String, u64>> {
@@ -94,12 +122,7 @@ impl Registry {
             .into_iter()
             .filter_map(|(d, t)| Some((d.parse().ok()?, t)))
             .collect();
-        if let Some(pending) = self
-            .pulls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(repo)
-        {
+        if let Some(pending) = self.noted_pulls().get(repo) {
             for (d, &t) in pending {
                 let at = out.entry(d.clone()).or_insert(0);
                 *at = (*at).max(t);
