@@ -91,7 +91,9 @@ async fn copy_content(
         if got != *digest {
             return Err(format!("content is {got}, not what its address says"));
         }
-        to.stage_commit(&id, key).await.map_err(|e| e.to_string())?;
+        to.stage_commit(&id, key, size)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(size)
     }
     .await;

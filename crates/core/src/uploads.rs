@@ -304,6 +304,13 @@ impl Registry {
                 s.size = self.store.stage_size(id).await?.unwrap_or(0);
                 return Err(e);
             }
+            // Another process sharing the store appended meanwhile: cutting
+            // back to where this chunk began would cut its bytes too.
+            // Believe the store; the upload is hashed from it at the end.
+            Err(CoreError::Storage(StorageError::Offset { actual, .. })) => {
+                s.size = actual;
+                return Err(CoreError::ChunkOutOfOrder { size: actual });
+            }
             Err(e) => Err(e),
         };
         match self.store.stage_truncate(id, before).await {
@@ -392,8 +399,8 @@ impl Registry {
             })
         } else {
             let committed = match &pin {
-                Some(pin) => self.commit_pinned(repo, pin, digest).await,
-                None => self.commit_blob(repo, id, digest).await,
+                Some(pin) => self.commit_pinned(repo, pin, digest, s.size).await,
+                None => self.commit_blob(repo, id, digest, s.size).await,
             };
             if committed.is_ok() && s.size >= crate::openings::OPENING as u64 {
                 self.note_opening(digest).await;
@@ -459,7 +466,13 @@ impl Registry {
     /// content went meanwhile, puts the pin back, once its bytes proved to
     /// still match (a pin shares whatever is on disk, which scrub may have
     /// quarantined as corrupt while the push went on).
-    async fn commit_pinned(&self, repo: &RepoName, pin: &str, digest: &Digest) -> Result<()> {
+    async fn commit_pinned(
+        &self,
+        repo: &RepoName,
+        pin: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
         self.link_blob(repo, digest).await?;
         let key = keys::blob(digest);
         if self.store.stat(&key).await?.is_some() {
@@ -470,8 +483,10 @@ impl Registry {
                 "the stored copy of {digest} went bad during this push: push it again"
             )));
         }
-        self.store.stage_commit(pin, &key).await?;
-        Ok(())
+        self.store
+            .stage_commit(pin, &key, size)
+            .await
+            .map_err(changed_meanwhile)
     }
 
     async fn unpin(&self, id: &str) {
@@ -517,9 +532,9 @@ impl Registry {
                 let computed = hasher.finish();
                 if computed == *digest {
                     let committed = if pinned {
-                        self.commit_pinned(repo, &id, digest).await
+                        self.commit_pinned(repo, &id, digest, size).await
                     } else {
-                        self.commit_blob(repo, &id, digest).await
+                        self.commit_blob(repo, &id, digest, size).await
                     };
                     if committed.is_ok() && size >= crate::openings::OPENING as u64 {
                         self.note_opening(digest).await;
@@ -543,14 +558,18 @@ impl Registry {
 
     /// Abandons an upload.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let mut s = self.session(repo, id).await?;
-        s.closed = true;
-        self.store.stage_delete(id).await?;
-        self.store
-            .delete(&keys::upload(id), Durability::Lazy)
-            .await?;
-        self.sessions.remove(id);
-        Ok(())
+        let (me, repo, id) = (self.clone(), repo.clone(), id.to_owned());
+        to_completion(async move {
+            let mut s = me.session(&repo, &id).await?;
+            me.store.stage_delete(&id).await?;
+            s.closed = true;
+            me.sessions.remove(&id);
+            me.store
+                .delete(&keys::upload(&id), Durability::Lazy)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Mounts a blob into `repo` from `from` (or, without `from`, from any
@@ -641,12 +660,14 @@ impl Registry {
         Ok(h.finish())
     }
 
-    /// Moves verified staged content to its content address and links it.
+    /// Moves verified staged content (`size` bytes) to its content address
+    /// and links it.
     pub(crate) async fn commit_blob(
         &self,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
+        size: u64,
     ) -> Result<()> {
         // Link first, then look at the content: garbage collection hides
         // content first, then looks for links. Whatever the interleaving,
@@ -657,7 +678,10 @@ impl Registry {
         if self.store.stat(&key).await?.is_some() {
             self.store.stage_delete(id).await?;
         } else {
-            self.store.stage_commit(id, &key).await?;
+            self.store
+                .stage_commit(id, &key, size)
+                .await
+                .map_err(changed_meanwhile)?;
         }
         Ok(())
     }
@@ -702,4 +726,16 @@ async fn to_completion<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| CoreError::Storage(StorageError::Io(std::io::Error::other(e))))?
+}
+
+/// A stage that no longer holds the bytes that were verified (a replica
+/// sharing the store appended to it or cut it while this one completed
+/// it) is not committed: the client is told its upload went wrong.
+fn changed_meanwhile(e: StorageError) -> CoreError {
+    match e {
+        StorageError::Offset { expected, actual } => CoreError::UploadInvalid(format!(
+            "the upload changed while it was completed ({actual} bytes staged, {expected} verified)"
+        )),
+        e => e.into(),
+    }
 }

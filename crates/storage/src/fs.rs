@@ -457,13 +457,23 @@ impl Backend for FsBackend {
         Ok(stream_file(file, start.min(size), size))
     }
 
-    async fn stage_commit(&self, id: &str, key: &str) -> Result<()> {
+    async fn stage_commit(&self, id: &str, key: &str, size: u64) -> Result<()> {
         let src = self.stage_path(id)?;
         let dst = self.path(key)?;
         let sync_data = self.sync_data;
         blocking(move || {
+            // One process appends to a stage at a time (its session's
+            // lock): what is seen here stays until the rename.
+            let f = File::open(&src)?;
+            let actual = f.metadata()?.len();
+            if actual != size {
+                return Ok(Err(StorageError::Offset {
+                    expected: size,
+                    actual,
+                }));
+            }
             if sync_data {
-                File::open(&src)?.sync_all()?;
+                f.sync_all()?;
             }
             let dir = dst
                 .parent()
@@ -473,13 +483,13 @@ impl Backend for FsBackend {
             if sync_data {
                 sync_dir(dir)?;
             }
-            Ok(())
+            Ok(Ok(()))
         })
         .await
         .map_err(|e| match e {
             StorageError::Io(io) if io.kind() == io::ErrorKind::NotFound => StorageError::NotFound,
             e => e,
-        })
+        })?
     }
 
     async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {

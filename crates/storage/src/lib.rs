@@ -206,8 +206,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Reads a staged upload from `start` to its current end (to rebuild a
     /// hash after restart, or to serve a blob still arriving).
     async fn stage_read(&self, id: &str, start: u64) -> Result<ByteStream>;
-    /// Moves a staged upload into `key`, atomically and durably.
-    async fn stage_commit(&self, id: &str, key: &str) -> Result<()>;
+    /// Moves a staged upload into `key`, atomically and durably, if it
+    /// holds `size` bytes: the size that was verified. One that holds
+    /// another (appended to or cut meanwhile by another process sharing
+    /// the store) stays staged, and the answer is [`StorageError::Offset`].
+    async fn stage_commit(&self, id: &str, key: &str, size: u64) -> Result<()>;
     /// Cuts a staged upload back to `size` bytes (no longer than it is):
     /// how a refused chunk is undone.
     async fn stage_truncate(&self, id: &str, size: u64) -> Result<()>;

@@ -228,10 +228,17 @@ impl Backend for MemBackend {
         Ok(Box::pin(futures_util::stream::iter([Ok(data)])))
     }
 
-    async fn stage_commit(&self, id: &str, key: &str) -> Result<()> {
+    async fn stage_commit(&self, id: &str, key: &str, size: u64) -> Result<()> {
         check_id(id)?;
         check_key(key, false)?;
         let mut g = self.lock();
+        let actual = g.stages.get(id).ok_or(StorageError::NotFound)?.0.len() as u64;
+        if actual != size {
+            return Err(StorageError::Offset {
+                expected: size,
+                actual,
+            });
+        }
         let (data, _) = g.stages.remove(id).ok_or(StorageError::NotFound)?;
         g.objects.insert(key.to_owned(), data.freeze());
         Ok(())

@@ -19,6 +19,9 @@ tokio::task_local! {
     static ACTOR: &'static str;
 }
 
+/// The actor of a breakpoint that stops whoever reaches it first.
+pub const ANY: &str = "*";
+
 /// The operations a breakpoint can stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -96,8 +99,10 @@ impl Pausing {
         ACTOR.scope(actor, fut).await
     }
 
-    /// Arms a one-shot breakpoint: the first `op` by `actor` on a key that
-    /// `key` accepts stops (`when`) until the breakpoint is released.
+    /// Arms a one-shot breakpoint: the first `op` by `actor` (or by anyone,
+    /// for [`ANY`]: work spawned onto a task of its own has no actor) on a
+    /// key that `key` accepts stops (`when`) until the breakpoint is
+    /// released.
     pub fn pause(
         &self,
         actor: &'static str,
@@ -130,14 +135,15 @@ impl Pausing {
     }
 
     async fn check(&self, op: Op, when: When, key: &str) {
-        let Ok(actor) = ACTOR.try_with(|a| *a) else {
-            return;
-        };
+        let actor = ACTOR.try_with(|a| *a).ok();
         let point = {
             let mut points = self.points.lock().unwrap_or_else(|p| p.into_inner());
-            let at = points
-                .iter()
-                .position(|p| p.actor == actor && p.op == op && p.when == when && (p.key)(key));
+            let at = points.iter().position(|p| {
+                (p.actor == ANY || Some(p.actor) == actor)
+                    && p.op == op
+                    && p.when == when
+                    && (p.key)(key)
+            });
             at.map(|i| points.remove(i))
         };
         if let Some(p) = point {
@@ -249,12 +255,12 @@ impl Backend for Pausing {
         self.inner.stage_read(id, start).await
     }
 
-    async fn stage_commit(&self, id: &str, key: &str) -> Result<()> {
+    async fn stage_commit(&self, id: &str, key: &str, size: u64) -> Result<()> {
         around!(
             self,
             Op::StageCommit,
             key,
-            self.inner.stage_commit(id, key).await
+            self.inner.stage_commit(id, key, size).await
         )
     }
 

@@ -244,12 +244,22 @@ pub async fn run(store: &dyn Backend) {
         assert_eq!(staged.concat(), want, "from {start}");
     }
     assert_eq!(store.stage_list().await.unwrap().len(), 1);
-    store.stage_commit("u1", "blobs/x").await.unwrap();
+    // Committed only at the size that was verified: a stage that grew or
+    // shrank since stays as it is.
+    for wrong in [7, 9] {
+        assert!(matches!(
+            store.stage_commit("u1", "blobs/x", wrong).await,
+            Err(StorageError::Offset { expected, actual: 8 }) if expected == wrong
+        ));
+        assert_eq!(store.stat("blobs/x").await.unwrap(), None);
+        assert_eq!(store.stage_size("u1").await.unwrap(), Some(8));
+    }
+    store.stage_commit("u1", "blobs/x", 8).await.unwrap();
     assert_eq!(store.get("blobs/x").await.unwrap().unwrap(), "abcdefgh");
     assert_eq!(store.stage_size("u1").await.unwrap(), None);
     assert!(store.stage_list().await.unwrap().is_empty());
     assert!(matches!(
-        store.stage_commit("u1", "blobs/y").await,
+        store.stage_commit("u1", "blobs/y", 8).await,
         Err(StorageError::NotFound)
     ));
 
@@ -353,7 +363,10 @@ async fn large_stages(store: &dyn Backend) {
             .await
             .unwrap();
         assert!(staged.concat() == want, "cached: {cached}");
-        store.stage_commit("big", "blobs/big").await.unwrap();
+        store
+            .stage_commit("big", "blobs/big", want.len() as u64)
+            .await
+            .unwrap();
         assert!(read_all(store, "blobs/big", 0, None).await == want);
         store.delete("blobs/big", Durable).await.unwrap();
     }
@@ -374,7 +387,7 @@ async fn pins(store: &dyn Backend) {
     assert_eq!(store.stat("blobs/p").await.unwrap(), Some(100_000));
     assert!(store.stage_from("pin", "blobs/p").await.unwrap());
     store.delete("blobs/p", Durable).await.unwrap();
-    store.stage_commit("pin", "blobs/p").await.unwrap();
+    store.stage_commit("pin", "blobs/p", 100_000).await.unwrap();
     assert!(read_all(store, "blobs/p", 0, None).await == pattern(4, 100_000));
     assert_eq!(store.stage_size("pin").await.unwrap(), None);
     store.delete("blobs/p", Durable).await.unwrap();

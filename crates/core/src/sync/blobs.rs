@@ -485,7 +485,7 @@ impl Registry {
             s.received = written;
             s.verified = true;
         });
-        self.commit_blob(repo, &flight.stage, digest)
+        self.commit_blob(repo, &flight.stage, digest, written)
             .await
             .map_err(|e| bad(format!("commit: {e}")))?;
         Ok(())

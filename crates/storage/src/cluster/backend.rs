@@ -351,17 +351,19 @@ impl Backend for ClusterBackend {
         self.stream_rows(&rows, 1, start, size)
     }
 
-    async fn stage_commit(&self, id: &str, key: &str) -> Result<()> {
+    async fn stage_commit(&self, id: &str, key: &str, size: u64) -> Result<()> {
         check_id(id)?;
         check_key(key, false)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         // The content moves with its chunk rows; the modification time is
-        // the last write's, as a file system's rename keeps it.
+        // the last write's, as a file system's rename keeps it. Only at
+        // the size that was verified: another replica may have appended
+        // since (its append is a transaction on the same row).
         let row = opt(
             &tx,
-            "DELETE FROM stages WHERE id = $1 RETURNING content, size, modified",
-            &[&id],
+            "DELETE FROM stages WHERE id = $1 AND size = $2 RETURNING content, size, modified",
+            &[&id, &to_i64(size)],
         )
         .await
         .map_err(db)?
@@ -370,8 +372,17 @@ impl Backend for ClusterBackend {
             modified: Some(r.get(2)),
             inline: None,
             content: Some(r.get(0)),
-        })
-        .ok_or(StorageError::NotFound)?;
+        });
+        let Some(row) = row else {
+            drop(tx);
+            return match self.stage_row(id).await? {
+                Some((_, actual)) => Err(StorageError::Offset {
+                    expected: size,
+                    actual,
+                }),
+                None => Err(StorageError::NotFound),
+            };
+        };
         let released = Self::place(&tx, key, &row).await?;
         tx.commit().await.map_err(db)?;
         self.release(released).await;

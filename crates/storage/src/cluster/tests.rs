@@ -224,7 +224,10 @@ async fn replicas_racing_on_one_key_or_one_offset_have_one_winner() {
     assert!(tail == 1 || tail == 2);
     assert!(staged[150_000..].iter().all(|&x| x == tail));
     // Committed on the other replica; the refused part left nothing.
-    replicas[1].stage_commit("up", "blobs/up").await.unwrap();
+    replicas[1]
+        .stage_commit("up", "blobs/up", 270_000)
+        .await
+        .unwrap();
     assert_eq!(replicas[0].stat("blobs/up").await.unwrap(), Some(270_000));
     assert_eq!(leaks(&replicas[0]).await, (vec![], vec![]));
 }
