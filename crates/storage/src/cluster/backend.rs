@@ -375,13 +375,7 @@ impl Backend for ClusterBackend {
         });
         let Some(row) = row else {
             drop(tx);
-            return match self.stage_row(id).await? {
-                Some((_, actual)) => Err(StorageError::Offset {
-                    expected: size,
-                    actual,
-                }),
-                None => Err(StorageError::NotFound),
-            };
+            return Err(self.not_at(id, size).await);
         };
         let released = Self::place(&tx, key, &row).await?;
         tx.commit().await.map_err(db)?;

@@ -634,6 +634,16 @@ impl ClusterBackend {
     }
 
     /// The stage's content id and size, if it exists.
+    /// Why a write conditioned on a stage holding `expected` bytes found
+    /// none to change: it holds another size, or is gone.
+    async fn not_at(&self, id: &str, expected: u64) -> StorageError {
+        match self.stage_row(id).await {
+            Ok(Some((_, actual))) => StorageError::Offset { expected, actual },
+            Ok(None) => StorageError::NotFound,
+            Err(e) => e,
+        }
+    }
+
     async fn stage_row(&self, id: &str) -> Result<Option<(i64, u64)>> {
         let client = self.client().await?;
         Ok(opt(
@@ -725,13 +735,7 @@ impl ClusterBackend {
         .map_err(db)?;
         let Some(row) = row else {
             drop(tx);
-            return match self.stage_row(id).await? {
-                Some((_, actual)) => Err(StorageError::Offset {
-                    expected: start,
-                    actual,
-                }),
-                None => Err(StorageError::NotFound),
-            };
+            return Err(self.not_at(id, start).await);
         };
         let content: i64 = row.get(0);
         exec(
