@@ -166,8 +166,12 @@ impl FsBackend {
         placement: Placement,
     ) -> Result<Box<dyn StageWriter>> {
         let path = self.stage_path(id)?;
-        if offset > 0 {
-            let actual = tokio::fs::metadata(&path).await?.len();
+        let actual = match tokio::fs::metadata(&path).await {
+            Ok(m) => Some(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(actual) = actual {
             if actual != offset {
                 return Err(StorageError::Offset {
                     expected: offset,

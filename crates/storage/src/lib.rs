@@ -188,8 +188,10 @@ pub trait Backend: Send + Sync + 'static {
         Ok(found.into_iter().filter(beyond).take(limit).collect())
     }
 
-    /// Opens a staged upload for appending at `offset`: 0 creates it, any
-    /// other value must equal its current size.
+    /// Opens a staged upload for appending at `offset`, which must equal
+    /// its current size: 0 creates it, or takes one that holds nothing. A
+    /// stage with bytes is never replaced (another process sharing the
+    /// store may be writing it): [`StorageError::Offset`].
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>>;
     /// Like [`Backend::stage_writer`], for bytes that may well be dropped
     /// unread (an upload that looks like content the store holds): a

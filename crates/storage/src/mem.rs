@@ -165,17 +165,20 @@ impl Backend for MemBackend {
     async fn stage_writer(&self, id: &str, offset: u64) -> Result<Box<dyn StageWriter>> {
         check_id(id)?;
         let mut g = self.lock();
-        if offset == 0 {
-            g.stages
-                .insert(id.to_owned(), (BytesMut::new(), SystemTime::now()));
-        } else {
-            let actual = g.stages.get(id).ok_or(StorageError::NotFound)?.0.len() as u64;
-            if actual != offset {
-                return Err(StorageError::Offset {
-                    expected: offset,
-                    actual,
-                });
+        let actual = match g.stages.get(id) {
+            Some((data, _)) => data.len() as u64,
+            None if offset == 0 => {
+                g.stages
+                    .insert(id.to_owned(), (BytesMut::new(), SystemTime::now()));
+                0
             }
+            None => return Err(StorageError::NotFound),
+        };
+        if actual != offset {
+            return Err(StorageError::Offset {
+                expected: offset,
+                actual,
+            });
         }
         Ok(Box::new(MemStageWriter {
             store: self.clone(),

@@ -292,7 +292,7 @@ impl Backend for ClusterBackend {
         let size: i64 = row.get(2);
         let inline: Option<Vec<u8>> = row.get(0);
         let source: Option<i64> = row.get(1);
-        let (content, released) = Self::replace_stage(&tx, id, size).await?;
+        let (content, released) = Self::replace_stage(&tx, id, size, true).await?;
         let mut written = None;
         match (source, inline) {
             (Some(source), _) => {

@@ -656,12 +656,13 @@ impl ClusterBackend {
         .map(|r| (r.get(0), to_u64(r.get(1)))))
     }
 
-    /// Creates (or replaces) a stage with a fresh content; returns the
+    /// Creates a stage with a fresh content, or takes one that holds
+    /// nothing (a stage with bytes is another writer's); returns the
     /// content id.
     async fn new_stage(&self, id: &str) -> Result<i64> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let (content, released) = Self::replace_stage(&tx, id, 0).await?;
+        let (content, released) = Self::replace_stage(&tx, id, 0, false).await?;
         tx.commit().await.map_err(db)?;
         self.release(released).await;
         Ok(content)
@@ -669,11 +670,13 @@ impl ClusterBackend {
 
     /// Makes `id` a stage of `size` bytes with a fresh content id (its
     /// chunk rows are the caller's to add); returns that id and the objects
-    /// the stage it replaces used.
+    /// the stage it replaces used. Without `over_bytes`, a stage that holds
+    /// bytes is not replaced: [`StorageError::Offset`].
     async fn replace_stage(
         tx: &impl GenericClient,
         id: &str,
         size: i64,
+        over_bytes: bool,
     ) -> Result<(i64, Vec<String>)> {
         // Insert if absent; otherwise lock the row that is there, so that
         // a concurrent replacement cannot slip its content past us.
@@ -689,14 +692,20 @@ impl ClusterBackend {
         {
             return Ok((r.get(0), Vec::new()));
         }
-        let old: i64 = one(
+        let row = one(
             tx,
-            "SELECT content FROM stages WHERE id = $1 FOR UPDATE",
+            "SELECT content, size FROM stages WHERE id = $1 FOR UPDATE",
             &[&id],
         )
         .await
-        .map_err(db)?
-        .get(0);
+        .map_err(db)?;
+        let (old, held): (i64, i64) = (row.get(0), row.get(1));
+        if held > 0 && !over_bytes {
+            return Err(StorageError::Offset {
+                expected: 0,
+                actual: to_u64(held),
+            });
+        }
         let released = Self::drop_contents(tx, &[old]).await?;
         let content: i64 = one(
             tx,
