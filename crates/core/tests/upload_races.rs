@@ -55,3 +55,71 @@ async fn a_chunk_appended_while_another_replica_completes_is_not_committed() {
         );
     }
 }
+
+/// A chunk on replica B meets the bytes replica A appended at the same
+/// offset while B's body was still arriving: B's chunk is refused, and A's
+/// bytes stay (B used to cut the upload back to where its chunk began,
+/// taking A's acknowledged chunk with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_refused_for_another_replicas_bytes_leaves_them() {
+    use berth_storage::cluster::ClusterBackend;
+    let pg = berth_storage::pg_harness::Postgres::start();
+    let pool = ClusterBackend::pool(&pg.database().await, 4).unwrap();
+    let objects = Arc::new(berth_storage::cluster::object_store::memory::InMemory::new());
+    let store: Arc<dyn Backend> =
+        Arc::new(ClusterBackend::connect(pool, objects, "").await.unwrap());
+    let options = || Options {
+        shared_store: true,
+        ..Options::default()
+    };
+    let (a, b) = (
+        Registry::new(store.clone(), options()),
+        Registry::new(store.clone(), options()),
+    );
+    let repo = RepoName::parse("race").unwrap();
+    let id = a.start_upload(&repo).await.unwrap().id;
+    a.append_upload(&repo, &id, Some((0, 3)), body(b"head"))
+        .await
+        .unwrap();
+
+    // B's chunk starts arriving at 4 and is held open; B reads its body
+    // only once its writer is open at 4.
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(1);
+    let (reading, read) = tokio::sync::oneshot::channel::<()>();
+    let slow: berth_core::ByteStream = Box::pin(futures_util::stream::unfold(
+        (rx, Some(reading)),
+        |(mut rx, reading)| async move {
+            if let Some(r) = reading {
+                let _ = r.send(());
+            }
+            rx.recv().await.map(|piece| (piece, (rx, None)))
+        },
+    ));
+    let on_b = {
+        let (b, repo, id) = (b.clone(), repo.clone(), id.clone());
+        tokio::spawn(async move { b.append_upload(&repo, &id, Some((4, 7)), slow).await })
+    };
+    read.await.unwrap();
+    tx.send(Ok(Bytes::from_static(b"lo"))).await.unwrap();
+    // Meanwhile A appends at 4, and is told so.
+    let appended = a
+        .append_upload(&repo, &id, Some((4, 7)), body(b"tail"))
+        .await;
+    assert_eq!(appended.unwrap().size, 8);
+    tx.send(Ok(Bytes::from_static(b"st"))).await.unwrap();
+    drop(tx);
+    let refused = on_b.await.unwrap();
+    assert!(
+        matches!(refused, Err(CoreError::ChunkOutOfOrder { size: 8 })),
+        "{refused:?}"
+    );
+    assert_eq!(a.upload_status(&repo, &id).await.unwrap().size, 8);
+    let digest = Digest::of(Algorithm::Sha256, b"headtail");
+    a.finish_upload(&repo, &id, &digest, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&keys::blob(&digest)).await.unwrap().unwrap(),
+        "headtail"
+    );
+}
