@@ -89,6 +89,23 @@ impl Registry {
         Ok(())
     }
 
+    /// Forgets what memory holds of these manifests' pull times.
+    pub(crate) fn forget_noted_pulls<'a>(
+        &self,
+        repo: &RepoName,
+        digests: impl Iterator<Item = &'a Digest>,
+    ) {
+        let mut noted = self.noted_pulls();
+        if let Some(m) = noted.get_mut(repo) {
+            for d in digests {
+                m.remove(d);
+            }
+            if m.is_empty() {
+                noted.remove(repo);
+            }
+        }
+    }
+
     fn noted_pulls(&self) -> std::sync::MutexGuard<'_, crate::PullTimes> {
         self.pulls.lock().unwrap_or_else(|p| p.into_inner())
     }

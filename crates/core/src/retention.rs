@@ -505,8 +505,11 @@ impl Registry {
             tracing::info!(repository = %repo, digest = %d, dry_run, decision = "delete", reason = "untagged", "retention");
             report.manifests_removed.push((repo.to_string(), d));
         }
-        // Forget the pull times of what went.
+        // Forget the pull times of what went, in memory too (else a later
+        // flush writes them back, and a manifest pushed again would start
+        // with an old pull time).
         if !report.manifests_removed.is_empty() {
+            self.forget_noted_pulls(repo, report.manifests_removed.iter().map(|(_, d)| d));
             let _turn = self.store.exclusive(&keys::pulls(repo)).await?;
             let mut stored = self.stored_pulls(repo).await?;
             let before = stored.len();

@@ -380,7 +380,14 @@ impl Registry {
             (Some(body), None) => self.append_locked(id, &mut s, range, body).await?,
             // Nothing was ever written (the empty blob): stage it empty.
             (None, _) if s.size == 0 => {
-                self.store.stage_writer(id, 0).await?.finish().await?;
+                let writer = self.store.stage_writer(id, 0).await.map_err(|e| match e {
+                    // Another process appended meanwhile.
+                    StorageError::Offset { actual, .. } => {
+                        CoreError::ChunkOutOfOrder { size: actual }
+                    }
+                    e => e.into(),
+                })?;
+                writer.finish().await?;
             }
             (None, _) => {}
         }
@@ -473,7 +480,13 @@ impl Registry {
         digest: &Digest,
         size: u64,
     ) -> Result<()> {
-        self.link_blob(repo, digest).await?;
+        let created = self.link_blob(repo, digest).await?;
+        let put_back = self.put_back_pin(pin, digest, size).await;
+        self.unlink_if_refused(put_back, repo, digest, created)
+            .await
+    }
+
+    async fn put_back_pin(&self, pin: &str, digest: &Digest, size: u64) -> Result<()> {
         let key = keys::blob(digest);
         if self.store.stat(&key).await?.is_some() {
             return Ok(());
@@ -562,11 +575,13 @@ impl Registry {
         to_completion(async move {
             let mut s = me.session(&repo, &id).await?;
             me.store.stage_delete(&id).await?;
+            // Closed from here: if the record outlives this (a failed
+            // delete), the session still answers unknown until it expires.
             s.closed = true;
-            me.sessions.remove(&id);
             me.store
                 .delete(&keys::upload(&id), Durability::Lazy)
                 .await?;
+            me.sessions.remove(&id);
             Ok(())
         })
         .await
@@ -673,30 +688,49 @@ impl Registry {
         // content first, then looks for links. Whatever the interleaving,
         // either GC sees this link and keeps the content, or this sees the
         // content gone and puts its own verified copy in place.
-        self.link_blob(repo, digest).await?;
+        let created = self.link_blob(repo, digest).await?;
         let key = keys::blob(digest);
-        if self.store.stat(&key).await?.is_some() {
-            self.store.stage_delete(id).await?;
+        let placed = if self.store.stat(&key).await?.is_some() {
+            self.store.stage_delete(id).await.map_err(Into::into)
         } else {
             self.store
                 .stage_commit(id, &key, size)
                 .await
-                .map_err(changed_meanwhile)?;
+                .map_err(changed_meanwhile)
+        };
+        self.unlink_if_refused(placed, repo, digest, created).await
+    }
+
+    /// A link this push created is taken back when the content behind it
+    /// could not be put in place and is not there: a manifest must not
+    /// find a link with nothing behind it.
+    async fn unlink_if_refused(
+        &self,
+        placed: Result<()>,
+        repo: &RepoName,
+        digest: &Digest,
+        created: bool,
+    ) -> Result<()> {
+        if placed.is_err() && created && self.store.stat(&keys::blob(digest)).await?.is_none() {
+            self.store
+                .delete(&keys::layer_link(repo, digest), Durability::Durable)
+                .await?;
         }
-        Ok(())
+        placed
     }
 
     /// Links a blob into a repository, refreshing an existing link so that
-    /// garbage collection sees it as new.
-    pub(crate) async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+    /// garbage collection sees it as new; whether the link is new.
+    pub(crate) async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let link = keys::layer_link(repo, digest);
-        if !self.store.put_if_absent(&link, Bytes::new()).await? {
+        let created = self.store.put_if_absent(&link, Bytes::new()).await?;
+        if !created {
             self.store
                 .put(&link, Bytes::new(), Durability::Durable)
                 .await?;
         }
         self.note_repo(repo);
-        Ok(())
+        Ok(created)
     }
 }
 
@@ -736,6 +770,8 @@ fn changed_meanwhile(e: StorageError) -> CoreError {
         StorageError::Offset { expected, actual } => CoreError::UploadInvalid(format!(
             "the upload changed while it was completed ({actual} bytes staged, {expected} verified)"
         )),
+        // Cancelled meanwhile.
+        StorageError::NotFound => CoreError::UploadUnknown,
         e => e.into(),
     }
 }

@@ -510,3 +510,29 @@ async fn a_pass_cut_short_by_shutdown_is_undone() {
     readable_blob(&w, &w.orphan).await.unwrap();
     pass(&w.reg).await;
 }
+
+/// A pull time noted while retention removes its manifest (after the pass
+/// flushed the times it found) goes with the manifest, from memory too: a
+/// later flush would write it back, and the manifest pushed again would
+/// start with an old pull time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_forgets_a_pull_time_noted_during_the_pass() {
+    let w = world().await;
+    let (stop, pass) = stopped_pass(&w, Point::RetentionHidManifest).await;
+    w.reg.note_pull(&w.repo, &w.dropped_digest);
+    stop.release();
+    let report = pass.await.unwrap();
+    assert!(report
+        .retention
+        .manifests_removed
+        .iter()
+        .any(|(_, d)| *d == w.dropped_digest));
+    let times = w.reg.pull_times(&w.repo).await.unwrap();
+    assert!(!times.contains_key(&w.dropped_digest), "{times:?}");
+    w.reg.flush_pulls().await.unwrap();
+    let stored = berth_storage::Backend::get(w.store.as_ref(), &keys::pulls(&w.repo))
+        .await
+        .unwrap();
+    let stored = String::from_utf8_lossy(stored.as_deref().unwrap_or_default()).into_owned();
+    assert!(!stored.contains(w.dropped_digest.as_str()), "{stored}");
+}

@@ -53,6 +53,10 @@ async fn a_chunk_appended_while_another_replica_completes_is_not_committed() {
             stored, "good",
             "bytes stored under a digest they do not have"
         );
+    } else {
+        // Nor a link with nothing behind it, which a manifest would accept.
+        let link = keys::layer_link(&repo, &digest);
+        assert_eq!(store.stat(&link).await.unwrap(), None);
     }
 }
 

@@ -146,6 +146,7 @@ fn drain<S, J>(shared: &Shared<S, J>) {
     }
     // Stopped under the lock that saw the queue empty: a job pushed after
     // that finds no drain, and starts one.
+    preempted();
     stop(shared, g, Some(state))
 }
 
@@ -162,12 +163,12 @@ fn stop<S, J>(shared: &Shared<S, J>, mut g: MutexGuard<'_, Inner<S, J>>, state: 
         }
     }
     drop(g);
-    preempted();
     shared.ring.notify_one();
 }
 
-/// Where a drain's thread may lose its core once it let go of the lock;
-/// tests make it lose it, so that a job pushed in that moment is seen.
+/// Where a drain's thread may lose its core between finding its queue
+/// empty and stopping; tests make it lose it there, so that a drain that
+/// let go of the lock in between would miss the job pushed meanwhile.
 fn preempted() {
     #[cfg(test)]
     std::thread::sleep(std::time::Duration::from_micros(50));

@@ -21,8 +21,11 @@
 //!   both append). What a writer has flushed is visible to `stage_read` at
 //!   once, from any replica; an upload begun on one replica is continued on
 //!   another from the stage row;
-//! - `stage_commit` moves the content to the object row in one transaction:
-//!   nothing is copied, and nothing half-written is ever visible;
+//!   A writer at offset 0 creates the stage or takes one that holds
+//!   nothing; a stage with bytes is never replaced;
+//! - `stage_commit` moves the content to the object row in one transaction,
+//!   only if the stage still holds the size that was verified: nothing is
+//!   copied, and nothing half-written is ever visible;
 //! - `stage_from` (a pin) copies the chunk rows under a new content id while
 //!   it holds a share lock on the source row, so a concurrent delete waits
 //!   and then finds the objects still referenced;
@@ -633,7 +636,6 @@ impl ClusterBackend {
         }
     }
 
-    /// The stage's content id and size, if it exists.
     /// Why a write conditioned on a stage holding `expected` bytes found
     /// none to change: it holds another size, or is gone.
     async fn not_at(&self, id: &str, expected: u64) -> StorageError {
@@ -644,6 +646,7 @@ impl ClusterBackend {
         }
     }
 
+    /// The stage's content id and size, if it exists.
     async fn stage_row(&self, id: &str) -> Result<Option<(i64, u64)>> {
         let client = self.client().await?;
         Ok(opt(
