@@ -291,9 +291,15 @@ impl Registry {
         // back: after a refused chunk the upload is hashed from disk at
         // the end.
         let (before, kept) = (s.size, s.hash.as_ref().and_then(|h| h.here().cloned()));
+        // Where this chunk ended, when known: the cut is made only if the
+        // upload still ends there (another replica may have appended).
+        let mut ended = None;
         let result = match pump(body, writer, s.hash.take()).await {
             Ok((size, hash)) => match check_end(range, size) {
-                Err(e) => Err(e),
+                Err(e) => {
+                    ended = Some(size);
+                    Err(e)
+                }
                 Ok(()) => {
                     s.size = size;
                     s.hash = hash;
@@ -313,13 +319,14 @@ impl Registry {
             }
             Err(e) => Err(e),
         };
-        match self.store.stage_truncate(id, before).await {
+        match self.store.stage_truncate(id, before, ended).await {
             Ok(()) => {
                 s.size = before;
                 s.hash = kept.map(RunningHash::Here);
             }
-            // Could not cut back: believe the disk and forget the running
-            // hash, which may disagree with it.
+            // Could not cut back (or another replica appended after this
+            // chunk): believe the store and forget the running hash, which
+            // may disagree with it.
             Err(_) => {
                 s.size = self.store.stage_size(id).await?.unwrap_or(0);
             }

@@ -496,16 +496,20 @@ impl Backend for FsBackend {
         })?
     }
 
-    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {
+    async fn stage_truncate(&self, id: &str, size: u64, from: Option<u64>) -> Result<()> {
         let path = self.stage_path(id)?;
         blocking(move || {
             let f = fs::OpenOptions::new().write(true).open(&path)?;
-            if f.metadata()?.len() > size {
+            let actual = f.metadata()?.len();
+            if let Some(expected) = from.filter(|&e| e != actual) {
+                return Ok(Err(StorageError::Offset { expected, actual }));
+            }
+            if actual > size {
                 f.set_len(size)?;
             }
-            Ok(())
+            Ok(Ok(()))
         })
-        .await
+        .await?
     }
 
     async fn stage_delete(&self, id: &str) -> Result<()> {

@@ -214,8 +214,11 @@ pub trait Backend: Send + Sync + 'static {
     /// the store) stays staged, and the answer is [`StorageError::Offset`].
     async fn stage_commit(&self, id: &str, key: &str, size: u64) -> Result<()>;
     /// Cuts a staged upload back to `size` bytes (no longer than it is):
-    /// how a refused chunk is undone.
-    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()>;
+    /// how a refused chunk is undone. With `from`, only if it holds `from`
+    /// bytes (where the refused chunk ended): one that holds another size
+    /// (appended to by another process sharing the store) is left as it
+    /// is, and the answer is [`StorageError::Offset`].
+    async fn stage_truncate(&self, id: &str, size: u64, from: Option<u64>) -> Result<()>;
     /// Removes a staged upload, if present.
     async fn stage_delete(&self, id: &str) -> Result<()>;
     /// Staged uploads with their last modification time.

@@ -204,10 +204,14 @@ impl Backend for MemBackend {
         Ok(true)
     }
 
-    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {
+    async fn stage_truncate(&self, id: &str, size: u64, from: Option<u64>) -> Result<()> {
         check_id(id)?;
         let mut g = self.lock();
         let (b, _) = g.stages.get_mut(id).ok_or(StorageError::NotFound)?;
+        let actual = b.len() as u64;
+        if let Some(expected) = from.filter(|&e| e != actual) {
+            return Err(StorageError::Offset { expected, actual });
+        }
         b.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         Ok(())
     }

@@ -264,8 +264,8 @@ impl Backend for Pausing {
         )
     }
 
-    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {
-        self.inner.stage_truncate(id, size).await
+    async fn stage_truncate(&self, id: &str, size: u64, from: Option<u64>) -> Result<()> {
+        self.inner.stage_truncate(id, size, from).await
     }
 
     async fn stage_delete(&self, id: &str) -> Result<()> {

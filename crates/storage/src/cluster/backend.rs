@@ -383,7 +383,7 @@ impl Backend for ClusterBackend {
         Ok(())
     }
 
-    async fn stage_truncate(&self, id: &str, size: u64) -> Result<()> {
+    async fn stage_truncate(&self, id: &str, size: u64, from: Option<u64>) -> Result<()> {
         check_id(id)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
@@ -396,6 +396,14 @@ impl Backend for ClusterBackend {
         .map_err(db)?
         .map(|r| (r.get(0), r.get(1)))
         .ok_or(StorageError::NotFound)?;
+        // The row is locked: no append can slip in between this look and
+        // the cut.
+        if let Some(expected) = from.filter(|&e| to_i64(e) != current) {
+            return Err(StorageError::Offset {
+                expected,
+                actual: to_u64(current),
+            });
+        }
         let size = to_i64(size);
         if size >= current {
             return Ok(());
