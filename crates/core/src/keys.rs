@@ -37,8 +37,10 @@ pub const STORE_SECRET: &str = "auth/secret";
 pub const BLOBS: &str = "blobs";
 pub const QUARANTINE: &str = "quarantine";
 pub const GC_TRASH: &str = "gc-trash";
-pub const GC_LEASE: &str = "gc-lease";
-pub const GC_LEASE_STALE: &str = "gc-lease-stale";
+/// The collection lease's generations (see `lease`).
+pub const GC_LEASES: &str = "gc-leases";
+/// The single collection lease object of Berth before the generations.
+pub const LEGACY_GC_LEASE: &str = "gc-lease";
 pub const SYNC_CLAIMS: &str = "sync-claims";
 
 /// The name of the turn a manifest's push and delete take (not a key:
@@ -114,9 +116,17 @@ pub fn sync_claim(r: &RepoName, d: &Digest) -> String {
     )
 }
 
-/// Where a stale collection lease is moved while it is taken over.
-pub fn gc_lease_aside(id: &str) -> String {
-    format!("{GC_LEASE_STALE}/{id}")
+/// A generation of the collection lease. Zero-padded, so that listings
+/// sort as the numbers do.
+pub fn gc_lease(generation: u64) -> String {
+    format!("{GC_LEASES}/{generation:020}")
+}
+
+/// The generation a name under [`GC_LEASES`] stands for.
+pub fn gc_lease_generation(name: &str) -> Option<u64> {
+    (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse().ok())
+        .flatten()
 }
 
 pub fn blob(d: &Digest) -> String {

@@ -1,17 +1,31 @@
 //! One collection pass at a time per store. A pass (garbage collection with
 //! retention, or the start-up recovery of an interrupted one) holds a lease:
-//! an object created once at `gc-lease`, refreshed while the pass works and
-//! removed when it ends. A second collector, in this process or another
-//! (`berth gc` beside a running server), finds the lease held and stays out,
-//! so it can neither put back what the first has hidden nor hide what the
-//! first is restoring. A lease left by a pass that died is taken over once
-//! it has not been refreshed for [`LEASE_TTL`], or at once when it names a
-//! process of this machine (host name and boot) that no longer runs (a Berth killed mid-pass and
-//! started again recovers its hidden objects at start-up). A pass cut short
-//! by shutdown is undone by [`Registry::end_collection`].
+//! the newest object of a ladder `gc-leases/<generation>`. Each generation
+//! is created once (`put_if_absent`), so the store alone decides every race:
+//!
+//! - Taking the lease creates the generation after the newest, and only
+//!   when the newest is free: a release mark, or a holder that has not
+//!   refreshed it for [`LEASE_TTL`], or one that names a process of this
+//!   machine (host name and boot) that no longer runs (a Berth killed
+//!   mid-pass and started again recovers its hidden objects at start-up).
+//!   Of two takers, one creates that generation and the other finds it.
+//! - A pass holds the lease while its generation is the newest. It
+//!   refreshes by rewriting its own generation's object (nobody else ever
+//!   writes it), then looks whether a newer one appeared: if so it was
+//!   presumed dead and taken over, and it stops.
+//! - A pass ends by creating the next generation as a release mark, which
+//!   fails harmlessly if a taker created it first.
+//!
+//! So neither a refresh nor a release can undo a takeover, whatever stalls
+//! where (an earlier single object, read and then rewritten, could). A
+//! taker removes the generations older than the one it superseded, so the
+//! ladder stays at two or three objects. What no lease can rule out: a pass
+//! that stalls for longer than [`LEASE_TTL`] after it last looked works on
+//! until its next look (at most [`REFRESH`] of work). A pass cut short by
+//! shutdown is undone by [`Registry::end_collection`].
 
 use crate::{keys, CoreError, Registry, Result};
-use berth_storage::{Durability, StorageError};
+use berth_storage::Durability;
 use bytes::Bytes;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,11 +33,14 @@ use std::time::{Duration, Instant, SystemTime};
 pub const LEASE_TTL: Duration = Duration::from_secs(300);
 /// How often a working pass refreshes its lease.
 const REFRESH: Duration = Duration::from_secs(30);
+/// What a generation holds once its pass ended.
+const RELEASED: &[u8] = b"released";
 
 /// A held lease.
 #[derive(Debug)]
 pub struct Lease {
     holder: Bytes,
+    generation: u64,
     refreshed: Instant,
 }
 
@@ -36,55 +53,58 @@ impl Registry {
             std::process::id(),
             this_machine().unwrap_or_else(|| "unknown".into())
         ));
-        let lease = || Lease {
-            holder: holder.clone(),
-            refreshed: Instant::now(),
-        };
-        if self
-            .store
-            .put_if_absent(keys::GC_LEASE, holder.clone())
-            .await?
-        {
-            return Ok(self.held(lease()));
-        }
         let stale_since = SystemTime::now()
             .checked_sub(LEASE_TTL)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let seen = self.store.get(keys::GC_LEASE).await?;
-        let dead = seen.as_deref().is_some_and(died_here);
-        match self.store.modified(keys::GC_LEASE).await? {
-            Some(t) if t >= stale_since && !dead => return Err(CoreError::Busy),
-            _ => {}
-        }
-        // Stale: move it aside atomically (only one taker can), and keep it
-        // only if what moved is the lease judged stale, not a fresh one
-        // written meanwhile by another taker.
-        let aside = keys::gc_lease_aside(&uuid::Uuid::new_v4().simple().to_string());
-        match self
-            .store
-            .rename(keys::GC_LEASE, &aside, Durability::Lazy)
-            .await
-        {
-            Ok(()) => {}
-            Err(StorageError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let moved = self.store.get(&aside).await?;
-        self.store.delete(&aside, Durability::Lazy).await?;
-        if let Some(moved) = moved.filter(|m| Some(m) != seen.as_ref()) {
-            self.store.put_if_absent(keys::GC_LEASE, moved).await?;
+        if self.legacy_lease_held(stale_since).await? {
             return Err(CoreError::Busy);
         }
-        if self
+        let generations = self.lease_generations().await?;
+        let next = match generations.last() {
+            None => 1,
+            Some(&newest) => {
+                let key = keys::gc_lease(newest);
+                // Gone meanwhile: only a taker of a newer one removes it.
+                let Some(seen) = self.store.get(&key).await? else {
+                    return Err(CoreError::Busy);
+                };
+                if seen != RELEASED {
+                    let dead = died_here(&seen);
+                    match self.store.modified(&key).await? {
+                        Some(t) if t >= stale_since && !dead => return Err(CoreError::Busy),
+                        None => return Err(CoreError::Busy),
+                        Some(_) => tracing::warn!(
+                            "taking over the collection lease of a pass that stopped refreshing it"
+                        ),
+                    }
+                }
+                newest + 1
+            }
+        };
+        if !self
             .store
-            .put_if_absent(keys::GC_LEASE, holder.clone())
+            .put_if_absent(&keys::gc_lease(next), holder.clone())
             .await?
         {
-            tracing::warn!("took over the collection lease of a pass that stopped refreshing it");
-            Ok(self.held(lease()))
-        } else {
-            Err(CoreError::Busy)
+            return Err(CoreError::Busy);
         }
+        // The generation superseded stays (its holder may still look);
+        // older ones are of no use to anyone.
+        for &old in generations.iter().filter(|&&g| g + 1 < next) {
+            if let Err(e) = self
+                .store
+                .delete(&keys::gc_lease(old), Durability::Lazy)
+                .await
+            {
+                tracing::warn!(error = %e, "could not remove an old collection lease");
+            }
+        }
+        *self.held_lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
+        Ok(Lease {
+            holder,
+            generation: next,
+            refreshed: Instant::now(),
+        })
     }
 
     /// Refreshes the lease when it is due; fails if another collector took
@@ -93,19 +113,20 @@ impl Registry {
         if lease.refreshed.elapsed() < REFRESH {
             return Ok(());
         }
-        if self.store.get(keys::GC_LEASE).await?.as_ref() != Some(&lease.holder) {
+        // Its own generation, which no one else writes; then the look, so
+        // that a takeover decided on the old stamp is seen at once.
+        self.store
+            .put(
+                &keys::gc_lease(lease.generation),
+                lease.holder.clone(),
+                Durability::Lazy,
+            )
+            .await?;
+        if !self.lease_is_newest(lease.generation).await? {
             return Err(CoreError::Busy);
         }
-        self.store
-            .put(keys::GC_LEASE, lease.holder.clone(), Durability::Lazy)
-            .await?;
         lease.refreshed = Instant::now();
         Ok(())
-    }
-
-    fn held(&self, lease: Lease) -> Lease {
-        *self.held_lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(lease.holder.clone());
-        lease
     }
 
     /// At shutdown, after the workers were stopped: a pass this process had
@@ -117,30 +138,73 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let Some(holder) = held else {
+        let Some(generation) = held else {
             return Ok(());
         };
-        if self.store.get(keys::GC_LEASE).await?.as_ref() == Some(&holder) {
+        if self.lease_is_newest(generation).await? {
             self.recover_trash().await?;
-            self.store
-                .delete(keys::GC_LEASE, Durability::Durable)
-                .await?;
+            self.mark_released(generation).await?;
         }
         Ok(())
     }
 
-    /// Ends a pass: removes the lease if it is still this pass's.
+    /// Ends a pass: the next generation, unless a taker made it first.
     pub(crate) async fn release_lease(&self, lease: Lease) -> Result<()> {
         self.held_lease
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if self.store.get(keys::GC_LEASE).await?.as_ref() == Some(&lease.holder) {
+        self.mark_released(lease.generation).await
+    }
+
+    async fn mark_released(&self, generation: u64) -> Result<()> {
+        self.store
+            .put_if_absent(
+                &keys::gc_lease(generation + 1),
+                Bytes::from_static(RELEASED),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn lease_is_newest(&self, generation: u64) -> Result<bool> {
+        Ok(self.lease_generations().await?.last() == Some(&generation))
+    }
+
+    /// The generations present, oldest first.
+    async fn lease_generations(&self) -> Result<Vec<u64>> {
+        let mut out: Vec<u64> = self
+            .store
+            .list(keys::GC_LEASES)
+            .await?
+            .iter()
+            .filter(|e| !e.is_dir)
+            .filter_map(|e| keys::gc_lease_generation(&e.name))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Whether a Berth from before the ladder holds its single lease
+    /// object (replicas of two versions side by side during an upgrade).
+    /// A stale one is removed. That Berth does not see the ladder, so while
+    /// versions are mixed only the newer ones keep out of its way.
+    async fn legacy_lease_held(&self, stale_since: SystemTime) -> Result<bool> {
+        let Some(seen) = self.store.get(keys::LEGACY_GC_LEASE).await? else {
+            return Ok(false);
+        };
+        let fresh = !died_here(&seen)
+            && self
+                .store
+                .modified(keys::LEGACY_GC_LEASE)
+                .await?
+                .is_some_and(|t| t >= stale_since);
+        if !fresh {
             self.store
-                .delete(keys::GC_LEASE, Durability::Durable)
+                .delete(keys::LEGACY_GC_LEASE, Durability::Lazy)
                 .await?;
         }
-        Ok(())
+        Ok(fresh)
     }
 }
 
@@ -188,4 +252,105 @@ fn died_here(holder: &[u8]) -> bool {
     machine == here
         && pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_storage::mem::MemBackend;
+    use berth_storage::pause::{Op, Pausing, When};
+    use berth_storage::Backend;
+    use std::sync::Arc;
+
+    /// Two replicas (or a server and `berth gc`) over one store.
+    fn two() -> (Arc<Pausing>, Registry, Registry) {
+        let store = Arc::new(Pausing::new(Arc::new(MemBackend::new())));
+        let a = Registry::new(store.clone(), crate::Options::default());
+        let b = Registry::new(store.clone(), crate::Options::default());
+        (store, a, b)
+    }
+
+    fn due(lease: &mut Lease) {
+        lease.refreshed = Instant::now().checked_sub(REFRESH * 2).unwrap();
+    }
+
+    fn lease_key(k: &str) -> bool {
+        k.starts_with("gc-lease")
+    }
+
+    /// A refresh that stalls while another collector takes the lease over
+    /// (the holder looked dead) does not take it back: the refresher learns
+    /// it lost, the taker keeps it, and a third collector stays out.
+    #[tokio::test]
+    async fn a_stalled_refresh_does_not_undo_a_takeover() {
+        let (store, a, b) = two();
+        let mut first = a.take_lease().await.unwrap();
+        due(&mut first);
+        let mut stop = store.pause("a", Op::Put, When::Before, lease_key);
+        let refresh = tokio::spawn(Pausing::act(
+            "a",
+            async move { a.keep_lease(&mut first).await },
+        ));
+        stop.reached().await;
+        store.age_everything();
+        let mut second = b.take_lease().await.unwrap();
+        stop.release();
+        assert!(matches!(refresh.await.unwrap(), Err(CoreError::Busy)));
+        due(&mut second);
+        b.keep_lease(&mut second).await.unwrap();
+        assert!(matches!(b.take_lease().await, Err(CoreError::Busy)));
+    }
+
+    /// The same for a pass that ends: its release, stalled across a
+    /// takeover, leaves the taker's lease in force.
+    #[tokio::test]
+    async fn a_stalled_release_does_not_undo_a_takeover() {
+        let (store, a, b) = two();
+        let first = a.take_lease().await.unwrap();
+        let mut stop = store.pause("a", Op::PutIfAbsent, When::Before, lease_key);
+        let third = a.clone();
+        let release = tokio::spawn(Pausing::act(
+            "a",
+            async move { a.release_lease(first).await },
+        ));
+        stop.reached().await;
+        store.age_everything();
+        let mut second = b.take_lease().await.unwrap();
+        stop.release();
+        release.await.unwrap().unwrap();
+        due(&mut second);
+        b.keep_lease(&mut second).await.unwrap();
+        assert!(matches!(third.take_lease().await, Err(CoreError::Busy)));
+        b.release_lease(second).await.unwrap();
+        third.take_lease().await.unwrap();
+    }
+
+    /// Passes one after another keep the ladder at a few objects.
+    #[tokio::test]
+    async fn the_ladder_stays_short() {
+        let (store, a, b) = two();
+        for r in [&a, &b].into_iter().cycle().take(10) {
+            let lease = r.take_lease().await.unwrap();
+            r.release_lease(lease).await.unwrap();
+        }
+        let kept = store.list(keys::GC_LEASES).await.unwrap();
+        assert!(kept.len() <= 3, "{} generations kept", kept.len());
+        assert_eq!(a.lease_generations().await.unwrap().last(), Some(&20));
+    }
+
+    /// A Berth from before the ladder holds a single object: while it is
+    /// fresh no pass starts; once stale it is removed and passes run.
+    #[tokio::test]
+    async fn the_single_lease_object_of_an_older_berth_is_honoured() {
+        let (store, a, _) = two();
+        store
+            .put_if_absent(keys::LEGACY_GC_LEASE, Bytes::from_static(b"older berth"))
+            .await
+            .unwrap();
+        assert!(matches!(a.take_lease().await, Err(CoreError::Busy)));
+        store.age_everything();
+        let lease = a.take_lease().await.unwrap();
+        assert_eq!(store.get(keys::LEGACY_GC_LEASE).await.unwrap(), None);
+        a.release_lease(lease).await.unwrap();
+    }
 }

@@ -152,8 +152,9 @@ pub struct Registry {
     blob_sizes: Arc<std::sync::Mutex<std::collections::HashMap<Digest, u64>>>,
     /// Pull times noted since they were last written, per repository.
     pulls: Arc<std::sync::Mutex<PullTimes>>,
-    /// The collection lease this process holds, if any (see [`lease`]).
-    held_lease: Arc<std::sync::Mutex<Option<bytes::Bytes>>>,
+    /// The generation of the collection lease this process holds, if any
+    /// (see [`lease`]).
+    held_lease: Arc<std::sync::Mutex<Option<u64>>>,
     /// Manifest bodies by digest, verified when read: content never
     /// changes, so this is never stale (whether a repository or tag still
     /// names it is asked of the store every time).
