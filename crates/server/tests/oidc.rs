@@ -57,6 +57,8 @@ fn berth(port: u16, idp: &Idp, keys_file: Option<&std::path::Path>) -> Server {
     let keys = keys_file
         .map(|p| format!(r#","sessionKeysFile":{:?}"#, p.display().to_string()))
         .unwrap_or_default();
+    // The credentials file is read at start: it goes once Berth is up.
+    let mut written = None;
     let credentials = if keys_file.is_some() {
         r#""clientid":"berth","clientsecret":"berth-test-secret""#.to_owned()
     } else {
@@ -66,9 +68,11 @@ fn berth(port: u16, idp: &Idp, keys_file: Option<&std::path::Path>) -> Server {
             r#"{"clientid":"berth","clientsecret":"berth-test-secret"}"#,
         )
         .unwrap();
-        format!(r#""credentialsFile":{:?}"#, path.display().to_string())
+        let field = format!(r#""credentialsFile":{:?}"#, path.display().to_string());
+        written = Some(path);
+        field
     };
-    Server::start_with(&format!(
+    let server = Server::start_with(&format!(
         r#","http":{{"address":"127.0.0.1","port":"{port}","realm":"berth-test","externalUrl":"http://127.0.0.1:{port}",
         "auth":{{"apikey":true{keys},"openid":{{"providers":{{"oidc":{{"name":"Example SSO","issuer":{issuer:?},
           {credentials},"scopes":["openid","profile","email","groups"],
@@ -77,7 +81,11 @@ fn berth(port: u16, idp: &Idp, keys_file: Option<&std::path::Path>) -> Server {
             "policies":[{{"groups":["artifact-workloads"],"actions":["read","create"]}}]}}}},
           "adminPolicy":{{"groups":["admins"],"actions":["read","create","update","delete"]}}}}}}"#,
         issuer = idp.issuer
-    ))
+    ));
+    if let Some(path) = written {
+        std::fs::remove_file(path).unwrap();
+    }
+    server
 }
 
 /// A cookie jar and manual redirects: what a browser does, step by step.
