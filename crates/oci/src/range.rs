@@ -8,7 +8,8 @@
 /// A request for part of a blob, before it is resolved against a size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {
-    /// `START-END`, inclusive; END may run past the blob and is clamped.
+    /// `START-END`, inclusive; END may run past the blob and is clamped;
+    /// an END before START is never satisfiable.
     FromTo(u64, u64),
     /// `START-`.
     From(u64),
@@ -34,6 +35,7 @@ fn num(s: &str) -> Option<u64> {
 
 /// Parses a `Range` header. `None` means malformed or multi-range; such a
 /// header is ignored and the whole blob is served (RFC 9110 permits that).
+/// A well-formed range that ends before it starts is kept, to be refused.
 pub fn parse_range(header: &str) -> Option<ByteRange> {
     let spec = header.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
@@ -43,10 +45,9 @@ pub fn parse_range(header: &str) -> Option<ByteRange> {
     match (a.is_empty(), b.is_empty()) {
         (true, false) => num(b).map(ByteRange::Suffix),
         (false, true) => num(a).map(ByteRange::From),
-        (false, false) => {
-            let (s, e) = (num(a)?, num(b)?);
-            (s <= e).then_some(ByteRange::FromTo(s, e))
-        }
+        // An end before the start is invalid; RFC 9110 lets a server
+        // ignore or reject it, and it is rejected (416) when resolved.
+        (false, false) => Some(ByteRange::FromTo(num(a)?, num(b)?)),
         (true, true) => None,
     }
 }
@@ -93,7 +94,6 @@ mod tests {
         for bad in [
             "bytes=",
             "bytes=-",
-            "bytes=9-1",
             "bytes=a-b",
             "items=0-1",
             "bytes=0-1,3-4",
@@ -112,6 +112,15 @@ mod tests {
         );
         assert_eq!(ByteRange::Suffix(0).resolve(4), Resolved::Unsatisfiable);
         assert_eq!(ByteRange::FromTo(0, 0).resolve(0), Resolved::Unsatisfiable);
+        assert_eq!(parse_range("bytes=500-0"), Some(ByteRange::FromTo(500, 0)));
+        assert_eq!(
+            ByteRange::FromTo(500, 0).resolve(2048),
+            Resolved::Unsatisfiable
+        );
+        assert_eq!(
+            ByteRange::FromTo(1, 0).resolve(2048),
+            Resolved::Unsatisfiable
+        );
     }
 
     #[test]

@@ -384,11 +384,19 @@ async fn get_blob(
         None => (StatusCode::OK, 0, size),
         Some(Resolved::Partial { start, end }) => (StatusCode::PARTIAL_CONTENT, start, end),
         Some(Resolved::Unsatisfiable) => {
-            return Err(ApiError::with_detail(
-                ErrorCode::RangeInvalid,
-                format!("blob is {size} bytes"),
+            // Not an upload error, and the spec's JSON codes (which a 4XX
+            // body in JSON must use) name none for a read: plain text.
+            let mut resp = (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("requested range not satisfiable: the blob is {size} bytes\n"),
             )
-            .header(header::CONTENT_RANGE, format!("bytes */{size}")));
+                .into_response();
+            set(
+                resp.headers_mut(),
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
+            return Ok(resp);
         }
     };
     let body = if head {

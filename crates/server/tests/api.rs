@@ -60,8 +60,9 @@ async fn bad_names_never_reach_storage() {
     let r = s.get(&long).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(r).await, "NAME_INVALID");
-    // Nothing was created outside the repositories tree (on the shared
-    // store, nothing is created on the local disk at all).
+    // Nothing was created outside the repositories tree but the start-up
+    // recovery's collection lease (on the shared store, nothing is created
+    // on the local disk at all).
     if shared_mode() {
         return;
     }
@@ -71,7 +72,7 @@ async fn bad_names_never_reach_storage() {
         .collect();
     assert!(
         top.iter()
-            .all(|n| n == ".uploads" || n == "uploads" || n == "repositories"),
+            .all(|n| [".uploads", "uploads", "repositories", "gc-leases"].contains(&n.as_str())),
         "{top:?}"
     );
     assert!(!s.root().join("repositories").exists());
@@ -104,18 +105,24 @@ async fn range_reads() {
             "{range}"
         );
     }
-    for range in ["bytes=5000-10000", "bytes=2048-"] {
+    // Past the end, or ending before it starts (RFC 9110 lets a server
+    // reject that; the conformance suite asks for it): 416 with the size,
+    // and no upload error code in the body.
+    for range in ["bytes=5000-10000", "bytes=2048-", "bytes=500-0"] {
         let r = s
             .send(Method::GET, &path, &[("range", range)], Vec::new())
             .await;
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
         assert_eq!(header(&r, "content-range"), "bytes */2048");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("UPLOAD"), "{range}: {body}");
     }
-    // A malformed range is ignored: the whole blob.
+    // A malformed one is ignored: the whole blob.
     let r = s
-        .send(Method::GET, &path, &[("range", "bytes=500-0")], Vec::new())
+        .send(Method::GET, &path, &[("range", "bytes=a-b")], Vec::new())
         .await;
-    assert!(r.status() == StatusCode::OK || r.status() == StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().len(), 2048);
     let r = s
         .get(&format!("/v2/ranges/blobs/{}", sha256(b"absent")))
         .await;
