@@ -25,6 +25,9 @@ pub struct StoredManifest {
 pub struct Pushed {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// The tags written by this push (the reference's, then the extra
+    /// ones of a push by digest), in order.
+    pub tags: Vec<Tag>,
 }
 
 /// How a push may write its tag.
@@ -51,13 +54,39 @@ impl Registry {
         body: Bytes,
         tag_write: TagWrite,
     ) -> Result<Pushed> {
-        self.store_manifest(repo, reference, content_type, body, true, tag_write)
+        self.store_manifest(repo, reference, content_type, body, true, tag_write, &[])
             .await
+    }
+
+    /// Pushes a manifest by `digest` and writes `tags` to it (the
+    /// distribution-spec's `tag` parameters), in order, each as its
+    /// `TagWrite` says; one refused stops the rest, with those before it
+    /// kept.
+    pub async fn put_manifest_tagged(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        content_type: Option<&str>,
+        body: Bytes,
+        tags: &[(Tag, TagWrite)],
+    ) -> Result<Pushed> {
+        let reference = Reference::Digest(digest.clone());
+        self.store_manifest(
+            repo,
+            &reference,
+            content_type,
+            body,
+            true,
+            TagWrite::CreateOnly,
+            tags,
+        )
+        .await
     }
 
     /// Stores a manifest. `strict`: the blobs and child manifests it
     /// references must be in the repository (a push); a manifest cached
     /// from upstream is stored without them, which arrive when asked for.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn store_manifest(
         &self,
         repo: &RepoName,
@@ -66,6 +95,7 @@ impl Registry {
         body: Bytes,
         strict: bool,
         tag_write: TagWrite,
+        extra_tags: &[(Tag, TagWrite)],
     ) -> Result<Pushed> {
         let limit = self.options.max_manifest_size;
         if body.len() > limit {
@@ -176,7 +206,20 @@ impl Registry {
             }
             None => None,
         };
-        if let Reference::Tag(tag) = reference {
+        let reference_tag;
+        let to_tag = match reference {
+            Reference::Tag(tag) => {
+                reference_tag = [(tag.clone(), tag_write)];
+                &reference_tag[..]
+            }
+            Reference::Digest(_) => extra_tags,
+        };
+        let mut tags = Vec::with_capacity(to_tag.len());
+        let mut refused = None;
+        for (tag, tag_write) in to_tag {
+            if tags.contains(tag) {
+                continue;
+            }
             let key = keys::tag(repo, tag);
             let target = Bytes::from(digest.to_string());
             match tag_write {
@@ -189,14 +232,17 @@ impl Registry {
                 // was allowed to create); only the tag is refused.
                 TagWrite::CreateOnly => {
                     if !self.store.put_if_absent(&key, target).await? {
-                        return Err(CoreError::TagExists(tag.clone()));
+                        refused = Some(CoreError::TagExists(tag.clone()));
+                        break;
                     }
                 }
             }
+            tags.push(tag.clone());
         }
         // Garbage collection and retention hide, then look for links and
         // tags; so after linking and tagging, look again and restore what
-        // went in between.
+        // went in between (also when a tag was refused: the ones written
+        // before it stay, and must not name a manifest collected meanwhile).
         if self.store.stat(&link).await?.is_none() {
             self.store.put_if_absent(&link, media_type).await?;
         }
@@ -206,7 +252,14 @@ impl Registry {
         if self.store.stat(&blob_key).await?.is_none() {
             self.store.put_if_absent(&blob_key, body).await?;
         }
-        Ok(Pushed { digest, subject })
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        Ok(Pushed {
+            digest,
+            subject,
+            tags,
+        })
     }
 
     /// The digest a tag points at, if the tag exists.

@@ -8,7 +8,7 @@
 
 use crate::digest::{Digest, DigestError};
 use crate::error::ErrorCode;
-use crate::name::{Reference, ReferenceError, RepoName};
+use crate::name::{Reference, ReferenceError, RepoName, Tag};
 
 /// The HTTP methods the API uses; everything else is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +292,28 @@ pub fn parse(method: Method, path: &str) -> Result<Endpoint, RouteError> {
     }
 }
 
+/// The most `tag` parameters a push by digest may carry (the spec asks for
+/// at least 10; each costs a look at the store when authorized).
+pub const MAX_TAG_PARAMS: usize = 32;
+
+/// The tags a push by digest asks for with `tag` parameters (the
+/// distribution-spec's `PUT /v2/<name>/manifests/<digest>?tag=..`), in
+/// order, repeats dropped. `TagInvalid` for one that breaks the grammar,
+/// `TooManyTags` past [`MAX_TAG_PARAMS`].
+pub fn tag_params(query: &Query) -> Result<Vec<Tag>, ErrorCode> {
+    let mut tags: Vec<Tag> = Vec::new();
+    for raw in query.all("tag") {
+        let tag = Tag::parse(raw).ok_or(ErrorCode::TagInvalid)?;
+        if !tags.contains(&tag) {
+            if tags.len() == MAX_TAG_PARAMS {
+                return Err(ErrorCode::TooManyTags);
+            }
+            tags.push(tag);
+        }
+    }
+    Ok(tags)
+}
+
 /// Query parameters of a request, percent-decoded.
 #[derive(Debug, Default, Clone)]
 pub struct Query(Vec<(String, String)>);
@@ -311,6 +333,14 @@ impl Query {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every value of a parameter, in order.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +351,23 @@ mod tests {
 
     fn ok(m: Method, p: &str) -> Endpoint {
         parse(m, p).unwrap_or_else(|e| panic!("{p}: {e:?}"))
+    }
+
+    #[test]
+    fn tag_parameters() {
+        let q = Query::parse(Some("tag=1.2&tag=latest&x=y&tag=1.2&tag=v%2B1"));
+        assert_eq!(q.all("tag").count(), 4);
+        assert_eq!(tag_params(&q), Err(ErrorCode::TagInvalid));
+        let q = Query::parse(Some("tag=1.2&tag=latest&x=y&tag=1.2"));
+        let tags = tag_params(&q).unwrap();
+        let names: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        assert_eq!(names, ["1.2", "latest"]);
+        assert_eq!(tag_params(&Query::parse(None)), Ok(Vec::new()));
+        let many: Vec<String> = (0..=MAX_TAG_PARAMS).map(|i| format!("tag=t{i}")).collect();
+        let q = Query::parse(Some(&many.join("&")));
+        assert_eq!(tag_params(&q), Err(ErrorCode::TooManyTags));
+        let q = Query::parse(Some(&many[..MAX_TAG_PARAMS].join("&")));
+        assert_eq!(tag_params(&q).unwrap().len(), MAX_TAG_PARAMS);
     }
 
     #[test]

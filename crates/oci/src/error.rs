@@ -30,6 +30,8 @@ pub enum ErrorCode {
     TagInvalid,
     /// The store has no room left (status 507); retrying later may work.
     StorageFull,
+    /// More `tag` parameters than a push may carry (status 414).
+    TooManyTags,
 }
 
 impl ErrorCode {
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::UpstreamFailed => "UNKNOWN",
             ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::StorageFull => "UNKNOWN",
+            ErrorCode::TooManyTags => "UNSUPPORTED",
         }
     }
 
@@ -78,6 +81,7 @@ impl ErrorCode {
             ErrorCode::Denied => 403,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::ManifestTooLarge => 413,
+            ErrorCode::TooManyTags => 414,
             ErrorCode::RangeInvalid => 416,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::UpstreamFailed => 502,
@@ -110,6 +114,7 @@ impl ErrorCode {
             ErrorCode::UpstreamFailed => "the upstream registry failed",
             ErrorCode::TagInvalid => "manifest tag is not a valid tag",
             ErrorCode::StorageFull => "the registry's storage is full",
+            ErrorCode::TooManyTags => "too many tag parameters",
         }
     }
 }

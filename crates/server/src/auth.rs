@@ -17,7 +17,7 @@ use berth_auth::{Action, Identity, Method, Policy};
 use berth_core::accounts::RecordKind;
 use berth_core::manifests::TagWrite;
 use berth_core::Registry;
-use berth_oci::endpoint::Query;
+use berth_oci::endpoint::{tag_params, Query};
 use berth_oci::{Endpoint, ErrorCode, Reference, RepoName};
 use http::{header, HeaderMap};
 use std::sync::Arc;
@@ -472,7 +472,29 @@ impl Auth {
                     Action::Create
                 }
             }
-            Endpoint::PutManifest { .. } => Action::Create,
+            // A push by digest may also tag (`?tag=`): moving a tag that
+            // exists needs `update` as well ("latest" exempt, as above).
+            // Malformed tag parameters are refused by the handler before
+            // anything is written.
+            Endpoint::PutManifest {
+                repo: r,
+                reference: Reference::Digest(_),
+            } => {
+                let tags = tag_params(query).unwrap_or_default();
+                for t in tags.iter().filter(|t| t.as_str() != LATEST) {
+                    match registry.tag_target(r, t).await {
+                        Ok(None) => {}
+                        Ok(Some(_)) => {
+                            if let Err(e) = self.require(&identity, Action::Update, &repo).await {
+                                return Err((e, identity));
+                            }
+                            break;
+                        }
+                        Err(e) => return Err((e.into(), identity)),
+                    }
+                }
+                Action::Create
+            }
             Endpoint::DeleteManifest { .. }
             | Endpoint::DeleteBlob { .. }
             | Endpoint::CancelUpload { .. } => Action::Delete,
@@ -487,16 +509,15 @@ impl Auth {
         let mut granted = access(identity);
         // The tag looked new a moment ago; a caller who may not update it
         // must not win by racing another push to it: create-once.
-        if let Endpoint::PutManifest {
-            reference: Reference::Tag(t),
-            ..
-        } = ep
-        {
+        // For the `tag` parameters of a push by digest, `tag_write` is what
+        // applies to each tag but "latest".
+        if let Endpoint::PutManifest { reference, .. } = ep {
             let may_update = self
                 .policy
                 .decide(&granted.identity, Action::Update, &repo)
                 .allowed;
-            if t.as_str() != LATEST && !may_update {
+            let exempt = matches!(reference, Reference::Tag(t) if t.as_str() == LATEST);
+            if !exempt && !may_update {
                 granted.tag_write = TagWrite::CreateOnly;
             }
         }

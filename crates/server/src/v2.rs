@@ -7,7 +7,7 @@
 
 use crate::app::App;
 use crate::audit::{Event, Peer};
-use crate::auth::Access;
+use crate::auth::{Access, LATEST};
 use crate::error::{upload_range, ApiError};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use berth_auth::Action;
 use berth_auth::Identity;
 use berth_core::listing::Page;
+use berth_core::manifests::TagWrite;
 use berth_core::sync::{BlobSource, Want};
 use berth_core::uploads::Mount;
 use berth_core::ByteStream;
@@ -31,6 +32,7 @@ const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_TAG: HeaderName = HeaderName::from_static("oci-tag");
 const FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -225,25 +227,49 @@ async fn handle(
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or("").trim().to_owned());
+            // A push by digest may tag too (`?tag=`); a push by tag
+            // ignores them (the spec defines them for digests only).
+            let tags = match &reference {
+                Reference::Digest(_) => endpoint::tag_params(query).map_err(ApiError::code)?,
+                Reference::Tag(_) => Vec::new(),
+            };
             let limit = reg.options().max_manifest_size;
             let bytes = read_manifest_body(body, headers, limit).await?;
-            let pushed = reg
-                .put_manifest(
-                    &repo,
-                    &reference,
-                    content_type.as_deref(),
-                    bytes,
-                    access.tag_write,
-                )
-                .await
-                .map_err(|e| match e {
-                    // Another push created the tag first: the same answer as
-                    // a push to a tag that existed when it was authorized.
-                    CoreError::TagExists(_) => {
-                        auth.refusal(&access.identity, Action::Update, repo.as_str())
-                    }
-                    e => e.into(),
-                })?;
+            let pushed = match &reference {
+                Reference::Digest(digest) if !tags.is_empty() => {
+                    let tags: Vec<_> = tags
+                        .into_iter()
+                        .map(|t| {
+                            let write = if t.as_str() == LATEST {
+                                TagWrite::Overwrite
+                            } else {
+                                access.tag_write
+                            };
+                            (t, write)
+                        })
+                        .collect();
+                    reg.put_manifest_tagged(&repo, digest, content_type.as_deref(), bytes, &tags)
+                        .await
+                }
+                _ => {
+                    reg.put_manifest(
+                        &repo,
+                        &reference,
+                        content_type.as_deref(),
+                        bytes,
+                        access.tag_write,
+                    )
+                    .await
+                }
+            }
+            .map_err(|e| match e {
+                // Another push created the tag first: the same answer as
+                // a push to a tag that existed when it was authorized.
+                CoreError::TagExists(_) => {
+                    auth.refusal(&access.identity, Action::Update, repo.as_str())
+                }
+                e => e.into(),
+            })?;
             let mut resp = empty(StatusCode::CREATED);
             let h = resp.headers_mut();
             set(
@@ -254,6 +280,10 @@ async fn handle(
             set(h, CONTENT_DIGEST, pushed.digest.as_str());
             if let Some(subject) = pushed.subject {
                 set(h, OCI_SUBJECT, subject.as_str());
+            }
+            if matches!(reference, Reference::Digest(_)) && !pushed.tags.is_empty() {
+                let names: Vec<&str> = pushed.tags.iter().map(|t| t.as_str()).collect();
+                set(h, OCI_TAG, &names.join(", "));
             }
             Ok(resp)
         }

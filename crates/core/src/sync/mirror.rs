@@ -42,6 +42,7 @@ impl Registry {
             body,
             true,
             TagWrite::Overwrite,
+            &[],
         )
         .await?;
         self.sync_stats.mirrored.fetch_add(1, Ordering::Relaxed);

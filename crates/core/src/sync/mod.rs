@@ -373,6 +373,7 @@ impl Registry {
             body,
             false,
             TagWrite::Overwrite,
+            &[],
         )
         .await
         .map_err(|e| match e {
