@@ -30,6 +30,9 @@ pub struct Event {
     pub reference: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The tags a push by digest wrote (its `OCI-Tag`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
     pub status: u16,
 }
 
@@ -46,6 +49,7 @@ impl Event {
             repository: None,
             reference: None,
             digest: None,
+            tags: None,
             status,
         }
     }

@@ -147,11 +147,14 @@ fn audit_event(
         Endpoint::FinishUpload { id, .. } | Endpoint::CancelUpload { id, .. } => Some(id.clone()),
         _ => None,
     };
-    e.digest = resp
-        .headers()
-        .get(CONTENT_DIGEST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    e.digest = header(CONTENT_DIGEST);
+    e.tags = header(OCI_TAG);
     e
 }
 

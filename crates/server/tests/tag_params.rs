@@ -34,6 +34,18 @@ async fn a_push_by_digest_writes_its_tag_parameters() {
     for tag in ["1.2.3", "1.2", "latest"] {
         assert_eq!(target(&s, "tp/app", tag).await.as_deref(), Some(&*digest));
     }
+    // The audit trail names the tags written (its writer is a thread of
+    // its own: looked for until it shows, at most 10 s).
+    let audited = |lines: &[serde_json::Value]| {
+        lines
+            .iter()
+            .any(|l| l["action"] == "push manifest" && l["tags"] == "1.2.3, 1.2, latest")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !audited(&s.audit_lines()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(audited(&s.audit_lines()), "{:?}", s.audit_lines());
 
     // A bad tag, or more than the registry takes: refused, nothing tagged.
     let (other, _) = s.push_image("tp/app", "seed-2", 2, 1).await;
