@@ -64,6 +64,13 @@ impl Outcome {
     }
 }
 
+/// A blob's name among the misses remembered: apart from a manifest of the
+/// same digest (a reader asking for a layer's digest as a manifest must
+/// not make the layer look missing upstream).
+fn absent_blob(digest: &Digest) -> String {
+    format!("blob {digest}")
+}
+
 /// The one thing a client learns of a failed fetch.
 const UPSTREAM_FAILED: &str = "fetching the blob from the upstream registry failed";
 
@@ -122,8 +129,8 @@ const NOTIFY_EVERY: u64 = 1024 * 1024;
 /// `BATCH` bytes: one copy, instead of a trip through the hashing and
 /// writing threads for every few kilobytes.
 fn coalesce(
-    s: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
-) -> impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static {
+    s: impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     const BATCH: usize = 1024 * 1024;
     futures_util::stream::unfold((Box::pin(s), false), |(mut s, done)| async move {
         if done {
@@ -151,6 +158,63 @@ fn coalesce(
         }
     })
 }
+
+/// A fetch must move at least [`STALL_BYTES`] in every [`STALL_WINDOW`]
+/// (about 4 KiB/s), else it is given up: the client's read timeout only
+/// sees silence, and an upstream that drips a byte now and then would hold
+/// its permit, its staging object and its waiting clients for ever.
+const STALL_WINDOW: Duration = Duration::from_secs(60);
+const STALL_BYTES: u64 = 256 * 1024;
+
+/// Bytes seen in the current window.
+#[derive(Debug)]
+struct Progress {
+    since: std::time::Instant,
+    bytes: u64,
+}
+
+impl Progress {
+    fn new(now: std::time::Instant) -> Progress {
+        Progress {
+            since: now,
+            bytes: 0,
+        }
+    }
+
+    /// Counts `n` bytes arriving at `now`; false once a whole window went
+    /// by with too few.
+    fn note(&mut self, n: u64, now: std::time::Instant) -> bool {
+        self.bytes += n;
+        if now.duration_since(self.since) < STALL_WINDOW {
+            return true;
+        }
+        let moved = self.bytes >= STALL_BYTES;
+        *self = Progress::new(now);
+        moved
+    }
+}
+
+/// Ends a body with an error once it stalls (see [`Progress`]).
+fn watchdog(
+    s: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    let mut progress = Progress::new(std::time::Instant::now());
+    s.map(move |piece| {
+        let piece = piece.map_err(std::io::Error::other)?;
+        if progress.note(piece.len() as u64, std::time::Instant::now()) {
+            Ok(piece)
+        } else {
+            Err(std::io::Error::other(
+                "the upstream sent too little for too long",
+            ))
+        }
+    })
+}
+
+/// The most blob fetches (running or waiting for a permit) at once: a
+/// client asking for many digests is refused (429) past it, instead of
+/// leaving a task per digest behind.
+const MAX_FLIGHTS: usize = 256;
 
 /// The first `n` bytes of a stream.
 fn take(s: ByteStream, n: u64) -> ByteStream {
@@ -192,7 +256,7 @@ impl Registry {
         };
         let upstream = reg.upstream.clone();
         let key = (repo.clone(), digest.clone());
-        if self.remembered_absent(&sync, repo, digest.as_str()) {
+        if self.remembered_absent(&sync, repo, &absent_blob(digest)) {
             return Ok(None);
         }
         let existing = sync
@@ -228,15 +292,24 @@ impl Registry {
                     None,
                 )
                 .await;
+            // A failure is the upstream's, not a missing blob: 502, as a
+            // GET's would be (a 404 would tell clients it does not exist).
             return match resp {
-                Ok(r) => Ok(upstream::announced_length(&r).map(BlobSource::Size)),
+                Ok(r) => match upstream::announced_length(&r) {
+                    Some(size) => Ok(Some(BlobSource::Size(size))),
+                    None => {
+                        let e = UpstreamError::Failed("a blob HEAD without a length".into());
+                        self.sync_failed("upstream blob HEAD failed", &e);
+                        Err(CoreError::Upstream(UPSTREAM_FAILED.into()))
+                    }
+                },
                 Err(UpstreamError::NotFound) => {
-                    sync.note_absent(repo, digest.as_str());
+                    sync.note_absent(repo, &absent_blob(digest));
                     Ok(None)
                 }
                 Err(e) => {
                     self.sync_failed("upstream blob HEAD failed", &e);
-                    Ok(None)
+                    Err(CoreError::Upstream(UPSTREAM_FAILED.into()))
                 }
             };
         }
@@ -246,6 +319,10 @@ impl Registry {
                 let mut flights = sync.blob_flights.lock().unwrap_or_else(|p| p.into_inner());
                 match flights.get(&key) {
                     Some(f) => f.clone(),
+                    None if flights.len() >= MAX_FLIGHTS => {
+                        self.sync_stats.throttled.fetch_add(1, Ordering::Relaxed);
+                        return Err(CoreError::UpstreamBusy);
+                    }
                     None => {
                         let flight = Arc::new(Flight::new());
                         flights.insert(key.clone(), flight.clone());
@@ -365,7 +442,7 @@ impl Registry {
             .fetch_blob(&upstream, &source, repo, digest, &flight)
             .await;
         if let Err(UpstreamError::NotFound) = result {
-            sync.note_absent(repo, digest.as_str());
+            sync.note_absent(repo, &absent_blob(digest));
         }
         match &result {
             Ok(()) => {
@@ -452,20 +529,21 @@ impl Registry {
         let mut told = 0u64;
         let state = flight.state.clone();
         let live = flight.live.clone();
-        let body: ByteStream = Box::pin(coalesce(resp.bytes_stream()).map(move |chunk| {
-            let chunk = chunk.map_err(std::io::Error::other)?;
-            // No reader listening is no error.
-            let _ = live.send((received, chunk.clone()));
-            received += chunk.len() as u64;
-            if size.is_some_and(|s| received > s) {
-                return Err(std::io::Error::other("more bytes than announced"));
-            }
-            if received - told >= NOTIFY_EVERY {
-                told = received;
-                state.send_modify(|s| s.received = received);
-            }
-            Ok(chunk)
-        }));
+        let body: ByteStream =
+            Box::pin(coalesce(watchdog(resp.bytes_stream())).map(move |chunk| {
+                let chunk = chunk?;
+                // No reader listening is no error.
+                let _ = live.send((received, chunk.clone()));
+                received += chunk.len() as u64;
+                if size.is_some_and(|s| received > s) {
+                    return Err(std::io::Error::other("more bytes than announced"));
+                }
+                if received - told >= NOTIFY_EVERY {
+                    told = received;
+                    state.send_modify(|s| s.received = received);
+                }
+                Ok(chunk)
+            }));
         // Hashed on a thread of its own and written on another, as pushes are.
         let hashed = crate::pump::pump_hashed(body, writer, digest.algorithm().hasher()).await;
         let (written, hasher) = hashed.map_err(|e| bad(format!("{digest}: {e}")))?;
@@ -568,10 +646,13 @@ impl Registry {
                 let st = t.rx.borrow_and_update().clone();
                 // The last byte waits for the digest check: a client never
                 // holds a whole blob that failed it.
+                // Without an announced size, the end is unknown: only what
+                // the fetch has counted (it counts after passing a piece
+                // on), less a byte, goes out before the check.
                 let allowed = if st.verified || st.outcome.is_some() {
                     u64::MAX
                 } else {
-                    st.size.map_or(u64::MAX, |n| n.saturating_sub(1))
+                    st.size.unwrap_or(st.received).saturating_sub(1)
                 };
                 match st.outcome {
                     // Committed: what memory does not hold from here on
@@ -638,5 +719,30 @@ impl Registry {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_body_that_drips_is_given_up_and_a_slow_one_is_not() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // A byte every 5 s: the first window that closes condemns it.
+        let mut drip = Progress::new(t0);
+        assert!((1..12).all(|i| drip.note(1, at(5 * i))));
+        assert!(!drip.note(1, at(60)));
+        // 8 KiB/s: every window carries more than the floor.
+        let mut slow = Progress::new(t0);
+        assert!((1..=600).all(|i| slow.note(8 * 1024, at(i))));
+        // A burst, then silence until the read timeout: the window with the
+        // burst passes; the next one (one byte) does not.
+        let mut burst = Progress::new(t0);
+        assert!(burst.note(STALL_BYTES, at(1)));
+        assert!(burst.note(0, at(61)));
+        assert!(!burst.note(1, at(122)));
     }
 }

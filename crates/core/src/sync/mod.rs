@@ -74,6 +74,9 @@ pub struct SyncStats {
 /// again for the same name costs the upstream nothing (a tag pushed
 /// upstream meanwhile is seen at most this late).
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(60);
+/// The longest a request waits for another's fetch of the same manifest:
+/// the permit's wait, the headers' and the whole request's, and a margin.
+const FETCH_LOCK_WAIT: Duration = Duration::from_secs(240);
 /// Most "not found" answers remembered.
 const NEGATIVE_MAX: usize = 10_000;
 
@@ -283,7 +286,16 @@ impl Registry {
             return Ok(());
         }
         let lock = sync.fetch_lock(repo, &wanted);
-        let _one_fetch = lock.lock().await;
+        // The fetch holding it ends within its own bounds; this wait is
+        // bounded all the same (a cached copy is then served as it is).
+        let Ok(_one_fetch) = tokio::time::timeout(FETCH_LOCK_WAIT, lock.lock()).await else {
+            self.sync_stats.throttled.fetch_add(1, Ordering::Relaxed);
+            return if present {
+                Ok(())
+            } else {
+                Err(CoreError::UpstreamBusy)
+            };
+        };
         // Another request may have done the work while this one waited.
         let present = self.resolve_manifest(repo, reference).await.is_ok();
         if !present && self.remembered_absent(&sync, repo, &wanted) {

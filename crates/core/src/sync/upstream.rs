@@ -47,6 +47,12 @@ const PERMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// Largest token response and list page read.
 const TOKEN_LIMIT: usize = 1024 * 1024;
+/// The longest an upstream may take to answer a request's headers.
+const HEADERS_WAIT: Duration = Duration::from_secs(60);
+/// The longest any request but a blob's GET may take, body included
+/// (tokens, manifests, HEADs, listings: a few MiB at most). A blob's body
+/// is bounded by its rate instead (`blobs::STALL_BYTES`).
+pub const SMALL_REQUEST_WAIT: Duration = Duration::from_secs(120);
 const LIST_LIMIT: usize = 16 * 1024 * 1024;
 /// Most tokens kept at once.
 const TOKENS_MAX: usize = 10_000;
@@ -218,7 +224,11 @@ impl Upstream {
         if let Some(service) = challenge.get("service") {
             query.push(("service", service.clone()));
         }
-        let mut req = self.client.get(realm).query(&query);
+        let mut req = self
+            .client
+            .get(realm)
+            .query(&query)
+            .timeout(SMALL_REQUEST_WAIT);
         if let Some((user, pass)) = self.basic_for(base) {
             req = req.basic_auth(user, Some(pass));
         }
@@ -267,6 +277,9 @@ impl Upstream {
         let mut challenged = false;
         loop {
             let mut req = self.client.request(method.clone(), &url);
+            if method != reqwest::Method::GET || !path.starts_with("blobs/") {
+                req = req.timeout(SMALL_REQUEST_WAIT);
+            }
             if let Some(a) = accept {
                 req = req.header(reqwest::header::ACCEPT, a);
             }
@@ -275,9 +288,14 @@ impl Upstream {
             } else if let Some((user, pass)) = self.basic_for(base) {
                 req = req.basic_auth(user, Some(pass));
             }
-            let resp = req.send().await.map_err(|e| {
-                UpstreamError::Failed(format!("{method} {url}: {}", error_chain(&e)))
-            })?;
+            let resp = tokio::time::timeout(HEADERS_WAIT, req.send())
+                .await
+                .map_err(|_| {
+                    UpstreamError::Failed(format!("{method} {url}: no answer in {HEADERS_WAIT:?}"))
+                })?
+                .map_err(|e| {
+                    UpstreamError::Failed(format!("{method} {url}: {}", error_chain(&e)))
+                })?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED && token.is_some() && challenged {
                 // Refused with a token the registry issued: Docker Hub's
                 // answer for a repository that does not exist.

@@ -1,7 +1,8 @@
 //! A proxy in front of an upstream registry, in the test process: counts
 //! the requests that reach the upstream, can demand docker's token flow
 //! (a 401 challenge and a token service of its own), slow blob bodies down,
-//! corrupt chosen responses, or play dead.
+//! corrupt chosen responses, send them without a length, never answer, or
+//! play dead.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -22,6 +23,10 @@ struct GateState {
     corrupt: Mutex<HashSet<String>>,
     /// Paths answered with a redirect to themselves.
     loops: Mutex<HashSet<String>>,
+    /// Paths whose responses go without a Content-Length (chunked).
+    no_length: Mutex<HashSet<String>>,
+    /// Blob requests are never answered.
+    hang: AtomicBool,
     /// Pause between 64 KiB pieces of blob bodies.
     throttle: Mutex<Option<Duration>>,
     /// Demand a token from `/token`, issued for these Basic credentials.
@@ -132,6 +137,16 @@ impl Gate {
         self.state.loops.lock().unwrap().insert(path.to_owned());
     }
 
+    /// Sends `path`'s responses without their length.
+    pub fn no_length(&self, path: &str) {
+        self.state.no_length.lock().unwrap().insert(path.to_owned());
+    }
+
+    /// Never answers blob requests (until set off).
+    pub fn hang_blobs(&self, on: bool) {
+        self.state.hang.store(on, Ordering::SeqCst);
+    }
+
     pub fn throttle(&self, pause: Option<Duration>) {
         *self.state.throttle.lock().unwrap() = pause;
     }
@@ -214,6 +229,9 @@ async fn handle(State(st): State<Arc<GateState>>, req: Request) -> Response {
         .unwrap()
         .entry(format!("{method} {path}"))
         .or_default() += 1;
+    if st.hang.load(Ordering::SeqCst) && path.contains("/blobs/") {
+        std::future::pending::<()>().await;
+    }
     if st.loops.lock().unwrap().contains(&path) {
         let mut r = status(307, "");
         r.headers_mut()
@@ -251,6 +269,9 @@ async fn handle(State(st): State<Arc<GateState>>, req: Request) -> Response {
             out.headers_mut().insert(name, v.clone());
         }
     }
+    if st.no_length.lock().unwrap().contains(&path) {
+        out.headers_mut().remove("content-length");
+    }
     let corrupt = st.corrupt.lock().unwrap().contains(&path);
     let throttle = *st.throttle.lock().unwrap();
     *out.body_mut() = if corrupt {
@@ -258,7 +279,10 @@ async fn handle(State(st): State<Arc<GateState>>, req: Request) -> Response {
         if let Some(b) = bytes.first_mut() {
             *b ^= 0x20;
         }
-        Body::from(bytes)
+        // A stream: sent chunked when its length is not given.
+        Body::from_stream(futures_util::stream::iter([Ok::<_, std::io::Error>(
+            bytes::Bytes::from(bytes),
+        )]))
     } else if let (Some(pause), true) = (throttle, path.contains("/blobs/")) {
         let pieces = resp.bytes_stream().flat_map(|chunk| {
             let pieces: Vec<Result<bytes::Bytes, reqwest::Error>> = match chunk {
