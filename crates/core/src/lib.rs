@@ -91,6 +91,10 @@ pub enum CoreError {
     /// Stored content no longer matches its digest (found on read).
     #[error("stored content of {0} is corrupt")]
     Corrupt(Digest),
+    /// Another request on the same upload held it for longer than a
+    /// request waits (`uploads::SESSION_WAIT`): retry later.
+    #[error("the upload is busy with another request")]
+    UploadBusy,
     /// Every fetch from the upstream is in use (pull-through): retry later.
     #[error("too many fetches from the upstream registry at once")]
     UpstreamBusy,

@@ -18,7 +18,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// The longest a request waits for another request on the same upload.
+pub const SESSION_WAIT: Duration = Duration::from_secs(10);
 
 /// The persisted part of a session.
 #[derive(Serialize, Deserialize)]
@@ -203,7 +206,11 @@ impl Registry {
                 )
             }
         };
-        let mut guard = s.lock_owned().await;
+        // Bounded: another request on this upload (a chunk trickling in)
+        // must not hold every later one, and its connection, for good.
+        let mut guard = tokio::time::timeout(SESSION_WAIT, s.lock_owned())
+            .await
+            .map_err(|_| CoreError::UploadBusy)?;
         if guard.repo != *repo || guard.closed {
             return Err(CoreError::UploadUnknown);
         }

@@ -166,7 +166,9 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, Manife
         blobs: Vec::new(),
         manifests: Vec::new(),
         subject: raw.subject,
-        artifact_type: raw.artifact_type,
+        // An empty artifactType counts as missing (the spec's referrers
+        // rules say "empty or missing" alike).
+        artifact_type: raw.artifact_type.filter(|t| !t.is_empty()),
         annotations: raw.annotations,
     };
     match kind {
@@ -220,6 +222,19 @@ mod tests {
         let m = parse(body.as_bytes(), None).unwrap();
         assert_eq!(m.artifact_type.as_deref(), Some("application/x-sig"));
         assert_eq!(m.subject.unwrap().digest.as_str(), D1);
+    }
+
+    #[test]
+    fn an_empty_artifact_type_counts_as_missing() {
+        let m = parse(image(r#","artifactType":"""#).as_bytes(), None).unwrap();
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","artifactType":"","manifests":[]}}"#
+        );
+        assert_eq!(parse(index.as_bytes(), None).unwrap().artifact_type, None);
     }
 
     #[test]

@@ -30,7 +30,9 @@ fn num(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    s.parse().ok()
+    // Digits past u64 are a position past any blob: the largest one says
+    // so (unsatisfiable as a start, clamped as an end).
+    Some(s.parse().unwrap_or(u64::MAX))
 }
 
 /// Parses a `Range` header. `None` means malformed or multi-range; such a
@@ -113,6 +115,17 @@ mod tests {
         assert_eq!(ByteRange::Suffix(0).resolve(4), Resolved::Unsatisfiable);
         assert_eq!(ByteRange::FromTo(0, 0).resolve(0), Resolved::Unsatisfiable);
         assert_eq!(parse_range("bytes=500-0"), Some(ByteRange::FromTo(500, 0)));
+        let huge = parse_range("bytes=99999999999999999999-").unwrap();
+        assert_eq!(huge.resolve(110), Resolved::Unsatisfiable);
+        assert_eq!(
+            parse_range("bytes=10-99999999999999999999")
+                .unwrap()
+                .resolve(110),
+            Resolved::Partial {
+                start: 10,
+                end: 110
+            }
+        );
         assert_eq!(
             ByteRange::FromTo(500, 0).resolve(2048),
             Resolved::Unsatisfiable

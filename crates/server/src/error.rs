@@ -128,6 +128,11 @@ impl From<CoreError> for ApiError {
                 )
             }
             C::Storage(e) => ApiError::Internal(e.to_string()),
+            C::UploadBusy => ApiError::with_detail(
+                E::TooManyRequests,
+                "the upload is busy with another request; retry later",
+            )
+            .header(header::RETRY_AFTER, "5"),
             C::UpstreamBusy => ApiError::with_detail(
                 E::TooManyRequests,
                 "too many fetches from the upstream registry at once; retry later",
