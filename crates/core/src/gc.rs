@@ -25,6 +25,7 @@ use crate::retention::{Retention, RetentionReport};
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::{Algorithm, Digest, RepoName};
 use berth_storage::Durability;
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, SystemTime};
 
@@ -205,11 +206,30 @@ impl Registry {
         Ok(restored)
     }
 
-    /// Moves an object out of sight into `trash`; `None` if it was gone.
+    /// Moves an object out of sight into `trash`; `None` if it was gone
+    /// (or could not be moved: then it stays, and is not collected).
     pub(crate) async fn hide(&self, key: &str, trash: &str) -> Option<String> {
         let to = keys::hidden(trash, key);
-        let moved = self.store.rename(key, &to, Durability::Lazy).await;
-        moved.is_ok().then_some(to)
+        if keys::unhidden(&to[trash.len() + 1..]).is_none() {
+            // Named by hash: the key first, so an interrupted pass can
+            // always tell where the object goes back.
+            let recorded = self
+                .store
+                .put_if_absent(&keys::hidden_key(&to), Bytes::from(key.to_owned()))
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, key, "could not hide an object for collection");
+                return None;
+            }
+        }
+        match self.store.rename(key, &to, Durability::Lazy).await {
+            Ok(()) => Some(to),
+            Err(berth_storage::StorageError::NotFound) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, key, "could not hide an object for collection");
+                None
+            }
+        }
     }
 
     /// Puts one hidden object back at `key`: the only way anything hidden
@@ -235,6 +255,12 @@ impl Registry {
             }
         };
         self.store.delete(hidden, Durability::Lazy).await?;
+        let name = hidden.rsplit('/').next().unwrap_or(hidden);
+        if keys::unhidden(name).is_none() {
+            self.store
+                .delete(&keys::hidden_key(hidden), Durability::Lazy)
+                .await?;
+        }
         // A delete may have taken the repository out of the catalog while
         // all its links were hidden: it holds something again.
         if back {
@@ -249,12 +275,28 @@ impl Registry {
     async fn put_back(&self, dir: &str, prefix: &str) -> Result<usize> {
         let mut restored = 0;
         for e in self.store.list(dir).await? {
-            let original = keys::unhidden(&e.name);
+            let hidden = keys::child(dir, &e.name);
+            if e.name.ends_with(".key") {
+                // The key of an object named by hash: goes with it, or
+                // alone if the object never got there.
+                let object = hidden.trim_end_matches(".key");
+                if self.store.stat(object).await?.is_none() {
+                    self.store.delete(&hidden, Durability::Lazy).await?;
+                }
+                continue;
+            }
+            let original = match keys::unhidden(&e.name) {
+                Some(k) => k,
+                None => match self.store.get(&keys::hidden_key(&hidden)).await? {
+                    Some(k) => String::from_utf8_lossy(&k).into_owned(),
+                    None => continue,
+                },
+            };
             if berth_storage::check_key(&original, false).is_err() || !original.starts_with(prefix)
             {
                 continue;
             }
-            if self.restore(&keys::child(dir, &e.name), &original).await? {
+            if self.restore(&hidden, &original).await? {
                 restored += 1;
             }
         }

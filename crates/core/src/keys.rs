@@ -3,9 +3,10 @@
 //! ```text
 //! blobs/<alg>/<hex[0..2]>/<hex>                  content, shared by all repositories
 //! quarantine/<alg>/<hex>                         content scrub found corrupt (never served)
-//! gc-trash/<pass>/<n>                            what a GC pass has hidden, pending its re-check
-//! gc-lease                                       the collection pass holding the store (see lease)
-//! gc-lease-stale/<id>                            a stale lease being taken over (momentarily)
+//! gc-trash/<pass>/<key with ~ for />             what a GC pass has hidden, pending its re-check
+//! gc-trash/<pass>/h-<sha256 of key>[.key]        the same for a long key, and that key
+//! gc-leases/<generation, 20 digits>              the collection lease's ladder (see lease)
+//! gc-lease                                       an older Berth's single lease (honoured, removed when stale)
 //! sync-claims/<alg>-<hex>-<name with ~ for />    a replica fetching a blob from upstream (see sync)
 //! repositories/<name>/_layers/<alg>/<hex>        blob belongs to the repository (empty)
 //! repositories/<name>/_manifests/<alg>/<hex>     manifest belongs to it (holds its media type)
@@ -92,16 +93,34 @@ pub fn gc_pass(id: &str) -> String {
     format!("{GC_TRASH}/{id}")
 }
 
+/// The longest hidden name spelled from its key; past it (a long
+/// repository name: a file name has at most 255 bytes) the name is a hash
+/// and the key is kept beside it (see [`hidden_key`]).
+const HIDDEN_NAME_MAX: usize = 200;
+
 /// Where a pass's `trash` holds a hidden object: its original key with `/`
 /// spelled `~` (no key component may contain `~`), so an interrupted pass
-/// can be undone.
+/// can be undone; for a long key, `h-<sha256 of the key>`, whose key is
+/// at [`hidden_key`].
 pub fn hidden(trash: &str, original: &str) -> String {
-    format!("{trash}/{}", original.replace('/', "~"))
+    let name = original.replace('/', "~");
+    if name.len() <= HIDDEN_NAME_MAX {
+        format!("{trash}/{name}")
+    } else {
+        let hash = Digest::of(berth_oci::Algorithm::Sha256, original.as_bytes());
+        format!("{trash}/h-{}", hash.hex())
+    }
 }
 
-/// The original key of a hidden object's name, inverse of [`hidden`].
-pub fn unhidden(name: &str) -> String {
-    name.replace('~', "/")
+/// Where the original key of a hidden object named by hash is kept.
+pub fn hidden_key(hidden: &str) -> String {
+    format!("{hidden}.key")
+}
+
+/// The original key of a hidden object's name, inverse of [`hidden`];
+/// `None` for a name by hash (its key is at [`hidden_key`]).
+pub fn unhidden(name: &str) -> Option<String> {
+    (!name.starts_with("h-")).then(|| name.replace('~', "/"))
 }
 
 /// The claim of the replica fetching `d` for `r` from upstream.
