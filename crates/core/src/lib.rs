@@ -44,6 +44,9 @@ pub mod scrub;
 pub mod sync;
 pub mod uploads;
 
+/// The longest a request waits for another request on the same upload.
+pub const UPLOAD_SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 use berth_oci::Digest;
 use berth_storage::{Backend, StorageError};
 use std::sync::Arc;
@@ -92,7 +95,7 @@ pub enum CoreError {
     #[error("stored content of {0} is corrupt")]
     Corrupt(Digest),
     /// Another request on the same upload held it for longer than a
-    /// request waits (`uploads::SESSION_WAIT`): retry later.
+    /// request waits ([`UPLOAD_SESSION_WAIT`]): retry later.
     #[error("the upload is busy with another request")]
     UploadBusy,
     /// Every fetch from the upstream is in use (pull-through): retry later.

@@ -18,10 +18,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
-
-/// The longest a request waits for another request on the same upload.
-pub const SESSION_WAIT: Duration = Duration::from_secs(10);
+use std::time::SystemTime;
 
 /// The persisted part of a session.
 #[derive(Serialize, Deserialize)]
@@ -147,6 +144,16 @@ pub type ChunkRange = (u64, u64);
 impl Registry {
     /// Opens a new, empty upload session for `repo`.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadState> {
+        self.start_upload_for(repo, Algorithm::Sha256).await
+    }
+
+    /// Opens an upload whose digest will be of `algorithm` (hashed as it
+    /// comes, instead of again from storage at completion).
+    pub async fn start_upload_for(
+        &self,
+        repo: &RepoName,
+        algorithm: Algorithm,
+    ) -> Result<UploadState> {
         let id = uuid::Uuid::new_v4().to_string();
         let started = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -167,7 +174,7 @@ impl Registry {
             Session {
                 repo: repo.clone(),
                 size: 0,
-                hash: Some(RunningHash::Here(Algorithm::Sha256.hasher())),
+                hash: Some(RunningHash::Here(algorithm.hasher())),
                 closed: false,
                 cached: false,
             },
@@ -208,7 +215,7 @@ impl Registry {
         };
         // Bounded: another request on this upload (a chunk trickling in)
         // must not hold every later one, and its connection, for good.
-        let mut guard = tokio::time::timeout(SESSION_WAIT, s.lock_owned())
+        let mut guard = tokio::time::timeout(crate::UPLOAD_SESSION_WAIT, s.lock_owned())
             .await
             .map_err(|_| CoreError::UploadBusy)?;
         if guard.repo != *repo || guard.closed {

@@ -2,8 +2,7 @@
 //! in) waits a bounded time, then is refused as busy: it never holds its
 //! connection for as long as the other request lasts.
 
-use berth_core::uploads::SESSION_WAIT;
-use berth_core::{CoreError, Options, Registry};
+use berth_core::{CoreError, Options, Registry, UPLOAD_SESSION_WAIT as SESSION_WAIT};
 use berth_oci::RepoName;
 use berth_storage::mem::MemBackend;
 use bytes::Bytes;

@@ -23,6 +23,13 @@ impl Algorithm {
         }
     }
 
+    /// The algorithm of this name, if Berth computes it.
+    pub fn named(name: &str) -> Option<Algorithm> {
+        [Algorithm::Sha256, Algorithm::Sha512]
+            .into_iter()
+            .find(|a| a.as_str() == name)
+    }
+
     /// Length of the hex encoding.
     pub fn hex_len(self) -> usize {
         match self {
@@ -118,11 +125,7 @@ impl FromStr for Digest {
         {
             return Err(DigestError::Invalid);
         }
-        let algorithm = match alg {
-            "sha256" => Algorithm::Sha256,
-            "sha512" => Algorithm::Sha512,
-            _ => return Err(DigestError::Unsupported),
-        };
+        let algorithm = Algorithm::named(alg).ok_or(DigestError::Unsupported)?;
         if enc.len() != algorithm.hex_len()
             || !enc
                 .bytes()

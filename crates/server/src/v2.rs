@@ -24,7 +24,7 @@ use berth_oci::digest::DigestError;
 use berth_oci::endpoint::{self, Method, Query};
 use berth_oci::manifest::OCI_INDEX;
 use berth_oci::range::{parse_content_range, parse_range, Resolved};
-use berth_oci::{Digest, Endpoint, ErrorCode, Reference, RepoName};
+use berth_oci::{Algorithm, Digest, Endpoint, ErrorCode, Reference, RepoName};
 use futures_util::TryStreamExt;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -472,6 +472,17 @@ async fn start_upload(
     body: Body,
 ) -> Result<Response> {
     let reg = &app.registry;
+    // The algorithm the blob's digest will use (end-4c): refused at once
+    // when Berth does not compute it, not after the whole blob was sent.
+    let algorithm = match query.get("digest-algorithm") {
+        None => Algorithm::Sha256,
+        Some(name) => Algorithm::named(name).ok_or_else(|| {
+            ApiError::with_detail(
+                ErrorCode::Unsupported,
+                format!("digest algorithm {name:?} is not supported (sha256, sha512)"),
+            )
+        })?,
+    };
     if let Some(mount) = query.get("mount") {
         let digest = parse_digest(mount)?;
         let from = match query.get("from") {
@@ -509,7 +520,7 @@ async fn start_upload(
         reg.upload_whole(repo, &digest, stream(body)).await?;
         return Ok(blob_created(repo, &digest));
     }
-    let state = reg.start_upload(repo).await?;
+    let state = reg.start_upload_for(repo, algorithm).await?;
     Ok(upload_response(
         StatusCode::ACCEPTED,
         repo,

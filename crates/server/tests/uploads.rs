@@ -445,3 +445,45 @@ async fn uploads_survive_a_restart() {
     assert_eq!(header(&r, "docker-content-digest"), md);
     assert_eq!(r.bytes().await.unwrap().to_vec(), m);
 }
+
+/// `?digest-algorithm=` on the POST (end-4c): one Berth computes opens the
+/// upload and the blob completes under it; any other is refused at once,
+/// before the client sends the blob.
+#[tokio::test]
+async fn the_digest_algorithm_is_chosen_when_the_upload_opens() {
+    let s = Server::start();
+    let post = |query: &'static str| {
+        let s = &s;
+        async move {
+            s.send(
+                Method::POST,
+                &format!("/v2/algo/blobs/uploads/?{query}"),
+                &[("content-length", "0")],
+                Vec::new(),
+            )
+            .await
+        }
+    };
+    for refused in ["digest-algorithm=md5", "digest-algorithm=SHA512"] {
+        let r = post(refused).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{refused}");
+        assert_eq!(error_code(r).await, "UNSUPPORTED", "{refused}");
+    }
+    let data = bytes(12, 5000);
+    let digest = sha512(&data);
+    let r = post("digest-algorithm=sha512").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let loc = location(&r);
+    let r = s
+        .send(
+            Method::PATCH,
+            &loc,
+            &[("content-type", "application/octet-stream")],
+            data.clone(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = s.finish_upload(&location(&r), &digest).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(s.blob("algo", &digest).await, data);
+}
