@@ -41,6 +41,7 @@ pub mod pulls;
 mod pump;
 pub mod retention;
 pub mod scrub;
+pub mod sessions;
 pub mod sync;
 pub mod uploads;
 
@@ -98,6 +99,9 @@ pub enum CoreError {
     /// request waits ([`UPLOAD_SESSION_WAIT`]): retry later.
     #[error("the upload is busy with another request")]
     UploadBusy,
+    /// [`sessions::MAX_OPEN_UPLOADS`] uploads are open: retry later.
+    #[error("too many uploads are open")]
+    TooManyUploads,
     /// Every fetch from the upstream is in use (pull-through): retry later.
     #[error("too many fetches from the upstream registry at once")]
     UpstreamBusy,
@@ -148,7 +152,7 @@ impl Default for Options {
 pub struct Registry {
     store: Arc<dyn Backend>,
     options: Arc<Options>,
-    sessions: Arc<uploads::Sessions>,
+    sessions: Arc<sessions::Sessions>,
     catalog: Arc<listing::CatalogIndex>,
     /// What each manifest references, remembered by garbage collection.
     gc_refs: Arc<std::sync::Mutex<std::collections::HashMap<Digest, Arc<retention::Refs>>>>,

@@ -10,6 +10,7 @@
 //! atomic commit, after its digest matched.
 
 use crate::pump::{pump, pump_hashed, RunningHash};
+use crate::sessions::Session;
 use crate::{keys, CoreError, Registry, Result};
 use berth_oci::{Algorithm, Digest, Hasher, RepoName};
 use berth_storage::{ByteStream, Durability, StageWriter, StorageError};
@@ -17,7 +18,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// The persisted part of a session.
@@ -27,81 +27,6 @@ struct Record {
     /// Seconds since the Unix epoch when the session was opened.
     #[serde(default)]
     started: u64,
-}
-
-struct Session {
-    repo: RepoName,
-    /// Bytes staged so far.
-    size: u64,
-    /// Running hash of those bytes, if this process saw all of them; it
-    /// may still be hashing the last chunk's tail (see [`crate::pump`]).
-    hash: Option<RunningHash>,
-    /// Finished, cancelled or expired: requests that queued on the lock
-    /// meanwhile find the session unknown.
-    closed: bool,
-    /// Its first chunk opened like content the store holds: stage it
-    /// where dropping costs nothing (see [`crate::openings`]).
-    cached: bool,
-}
-
-/// Live sessions of this process, each behind its own lock so that two
-/// requests on one upload are serialized and different uploads never wait
-/// for each other.
-#[derive(Default)]
-pub struct Sessions {
-    live: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
-    /// Stages that pin stored content while a push of it is hashed (see
-    /// [`Registry::pin`]); expiry leaves them alone.
-    pins: Mutex<std::collections::HashSet<String>>,
-    pub(crate) openings: crate::openings::Openings,
-}
-
-impl Sessions {
-    /// Upload sessions this process is serving now.
-    pub fn live(&self) -> usize {
-        self.live.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-    }
-
-    fn insert(&self, id: &str, s: Session) -> Arc<tokio::sync::Mutex<Session>> {
-        let s = Arc::new(tokio::sync::Mutex::new(s));
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.to_owned())
-            .or_insert(s)
-            .clone()
-    }
-
-    fn remove(&self, id: &str) {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-    }
-
-    fn pinned(&self, id: &str) -> bool {
-        self.pins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
-    }
-
-    fn set_pin(&self, id: &str, on: bool) {
-        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
-        if on {
-            pins.insert(id.to_owned());
-        } else {
-            pins.remove(id);
-        }
-    }
 }
 
 /// Takes what it is given and keeps nothing: the writer of a push whose
@@ -164,21 +89,27 @@ impl Registry {
         })
         .map_err(std::io::Error::other)
         .map_err(StorageError::Io)?;
-        // The record need not survive power loss: a client whose session
-        // vanished starts another. The staged bytes appear on first write.
-        self.store
+        // Counted before anything is written; the record need not survive
+        // power loss (a client whose session vanished starts another). The
+        // staged bytes appear on first write.
+        let session = Session {
+            repo: repo.clone(),
+            size: 0,
+            hash: Some(RunningHash::Here(algorithm.hasher())),
+            closed: false,
+            cached: false,
+        };
+        self.sessions
+            .open(&id, session)
+            .ok_or(CoreError::TooManyUploads)?;
+        let written = self
+            .store
             .put(&keys::upload(&id), Bytes::from(record), Durability::Lazy)
-            .await?;
-        self.sessions.insert(
-            &id,
-            Session {
-                repo: repo.clone(),
-                size: 0,
-                hash: Some(RunningHash::Here(algorithm.hasher())),
-                closed: false,
-                cached: false,
-            },
-        );
+            .await;
+        if let Err(e) = written {
+            self.sessions.remove(&id);
+            return Err(e.into());
+        }
         Ok(UploadState { id, size: 0 })
     }
 
@@ -637,7 +568,8 @@ impl Registry {
         Ok(Mount::Started(self.start_upload(repo).await?))
     }
 
-    /// Removes sessions untouched for longer than the configured TTL.
+    /// Removes sessions untouched for longer than the configured TTL, and
+    /// those never written after [`crate::sessions::EMPTY_UPLOAD_TTL`].
     /// Returns how many were removed.
     pub async fn expire_uploads(&self) -> Result<usize> {
         let now = SystemTime::now();
@@ -655,7 +587,11 @@ impl Registry {
                 Some(json) => serde_json::from_slice::<Record>(&json).map_or(0, |r| r.started),
                 None => continue,
             };
-            last_touched.insert(entry.name, crate::pulls::stored_time(started, now));
+            // Dated back so that the one TTL check below removes it once
+            // it has been empty for EMPTY_UPLOAD_TTL.
+            let early = ttl.saturating_sub(crate::sessions::EMPTY_UPLOAD_TTL);
+            let dated = crate::pulls::stored_time(started, now).checked_sub(early);
+            last_touched.insert(entry.name, dated.unwrap_or(SystemTime::UNIX_EPOCH));
         }
         let mut removed = 0;
         for (id, touched) in last_touched {

@@ -128,6 +128,11 @@ impl From<CoreError> for ApiError {
                 )
             }
             C::Storage(e) => ApiError::Internal(e.to_string()),
+            C::TooManyUploads => ApiError::with_detail(
+                E::TooManyRequests,
+                "too many uploads are open on this registry; retry later",
+            )
+            .header(header::RETRY_AFTER, "60"),
             C::UploadBusy => ApiError::with_detail(
                 E::TooManyRequests,
                 "the upload is busy with another request; retry later",
