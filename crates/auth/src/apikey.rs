@@ -119,11 +119,13 @@ impl ApiKey {
         Ok((record, key))
     }
 
+    /// Past its expiration date; a date that does not parse (a record
+    /// edited or damaged) counts as past: a key fails closed.
     pub fn is_expired(&self) -> bool {
-        self.expiration_date
-            .as_deref()
-            .and_then(|d| OffsetDateTime::parse(d, &Rfc3339).ok())
-            .is_some_and(|when| when <= OffsetDateTime::now_utc())
+        self.expiration_date.as_deref().is_some_and(|d| {
+            OffsetDateTime::parse(d, &Rfc3339)
+                .map_or(true, |when| when <= OffsetDateTime::now_utc())
+        })
     }
 
     /// The parsed scopes (`None` = the owner's full rights).
@@ -211,5 +213,10 @@ mod tests {
             .0;
         rec.expiration_date = Some("2001-01-01T00:00:00Z".into());
         assert!(rec.is_expired());
+        // A stored date that does not parse fails closed.
+        rec.expiration_date = Some("one day".into());
+        assert!(rec.is_expired());
+        rec.expiration_date = None;
+        assert!(!rec.is_expired());
     }
 }

@@ -461,6 +461,12 @@ impl Policy {
 
     /// Whether the caller may read `/metrics`.
     pub fn metrics_allowed(&self, who: &Identity) -> bool {
+        // A key with scopes may do what they name, and reading metrics (the
+        // names and traffic of every repository) is none of it: such a key
+        // reads them only where anyone may.
+        if who.scopes.is_some() {
+            return self.metrics_allowed(&Identity::anonymous());
+        }
         if self.open {
             return self.anonymous_too || !who.is_anonymous();
         }
@@ -570,6 +576,22 @@ mod tests {
         assert!(p.needs_credentials());
         assert!(p.metrics_allowed(&anon));
         assert!(!p.metrics_allowed(&bob));
+    }
+
+    #[test]
+    fn a_scoped_key_reads_metrics_only_where_anyone_may() {
+        let mut spec = PolicySpec {
+            repositories: vec![repo("**", vec![], &["read"], &[])],
+            metrics_users: s(&["root"]),
+            ..PolicySpec::default()
+        };
+        let p = Policy::new(&spec).unwrap();
+        let mut key = Identity::user("root", vec![], Method::ApiKey);
+        assert!(p.metrics_allowed(&key));
+        key.scopes = Some(vec![Scope::parse("repository:public/**:read").unwrap()]);
+        assert!(!p.metrics_allowed(&key));
+        spec.metrics_users = s(&["root", ""]);
+        assert!(Policy::new(&spec).unwrap().metrics_allowed(&key));
     }
 
     #[test]

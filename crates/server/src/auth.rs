@@ -248,17 +248,6 @@ impl Auth {
         })
     }
 
-    /// The next configuration's authentication, keeping what is state
-    /// rather than configuration: login sessions (their cookie key).
-    /// Provider settings (secrets, allowed origins) take effect. API keys
-    /// need nothing carried: they are read from the store at each use.
-    pub fn carry_over(mut self, old: &Auth) -> Auth {
-        if self.sessions.is_some() && old.sessions.is_some() {
-            self.sessions = old.sessions.clone();
-        }
-        self
-    }
-
     fn challenge(&self) -> String {
         format!("Basic realm=\"{}\"", self.realm.replace(['"', '\\'], ""))
     }
@@ -365,11 +354,7 @@ impl Auth {
     ) -> Option<Identity> {
         let sessions = self.sessions.as_ref()?;
         let safe = method == http::Method::GET || method == http::Method::HEAD;
-        let marked = headers.contains_key("x-berth-request")
-            || headers
-                .get("x-zot-api-client")
-                .is_some_and(|v| v.as_bytes() == b"zot-ui");
-        if !safe && !marked {
+        if !safe && !marked_request(headers) {
             return None;
         }
         let s = sessions.lookup(headers).await?;
@@ -533,4 +518,14 @@ impl Auth {
         }
         Ok(granted)
     }
+}
+
+/// Whether a browser request carries `X-Berth-Request` (or zot's UI
+/// header): a cross-site form cannot send one, so a state-changing request
+/// that a cookie authenticates must.
+pub fn marked_request(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-berth-request")
+        || headers
+            .get("x-zot-api-client")
+            .is_some_and(|v| v.as_bytes() == b"zot-ui")
 }

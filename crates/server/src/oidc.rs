@@ -20,9 +20,10 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
-    EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenFields, IssuerUrl,
-    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    StandardErrorResponse, StandardTokenResponse, TokenResponse, UserInfoClaims,
+    EmptyExtraTokenFields, EndUserEmail, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -414,7 +415,7 @@ async fn finish(
     let mut user = standard_claim(
         &provider.username_claim,
         claims.subject().as_str(),
-        claims.email().map(|e| e.as_str()),
+        verified(claims.email(), claims.email_verified()),
         claims.preferred_username().map(|u| u.as_str()),
     );
     if let Ok(request) =
@@ -429,7 +430,7 @@ async fn finish(
                 user = standard_claim(
                     &provider.username_claim,
                     info.subject().as_str(),
-                    info.email().map(|e| e.as_str()),
+                    verified(info.email(), info.email_verified()),
                     info.preferred_username().map(|u| u.as_str()),
                 );
             }
@@ -437,7 +438,12 @@ async fn finish(
     }
     let user = user
         .or_else(|| extra.get(&provider.username_claim).and_then(claim_string))
-        .ok_or_else(|| format!("no {} claim", provider.username_claim))?;
+        .ok_or_else(|| match provider.username_claim.as_str() {
+            "email" => "no email the provider says it verified (email_verified); \
+                        claimMapping.username may name another claim"
+                .to_owned(),
+            other => format!("no {other} claim"),
+        })?;
     let mut groups = extra
         .get(&provider.groups_claim)
         .map(claim_list)
@@ -454,6 +460,13 @@ async fn finish(
     // have written any callback into the login cookie.
     let callback = safe_callback(Some(&pending.callback), &oidc.allowed_origins);
     Ok((session, callback))
+}
+
+/// An email as a user name only when the provider says it verified it:
+/// else anyone who may type an address at the provider could log in as its
+/// owner (policies and key ownership match on the name).
+fn verified(email: Option<&EndUserEmail>, verified: Option<bool>) -> Option<&str> {
+    email.filter(|_| verified == Some(true)).map(|e| e.as_str())
 }
 
 fn standard_claim(
@@ -477,6 +490,14 @@ pub async fn logout(State(app): State<App>, req: Request) -> Response {
     let Some(sessions) = &auth.sessions else {
         return text(http::StatusCode::NOT_FOUND, "sessions are not configured");
     };
+    // A state change a cookie authenticates: the marker is required, as
+    // for every other (a page of another origin could end the session).
+    if !crate::auth::marked_request(req.headers()) {
+        return text(
+            http::StatusCode::FORBIDDEN,
+            "logout needs the X-Berth-Request header",
+        );
+    }
     if let (Some(a), Some(s)) = (&app.audit, sessions.lookup(req.headers()).await) {
         let who = berth_auth::Identity::user(&s.user, s.groups, berth_auth::Method::Session);
         a.record(

@@ -660,7 +660,9 @@ async fn reload(
     }
     match Auth::from_settings(&new, registry, base_url).await {
         Ok(auth) => {
-            let auth = auth.carry_over(&app.current_auth());
+            // Nothing carried over: the cookie key comes from the keys file
+            // or the store's secret, so a changed key or secureSession takes
+            // effect here, and sessions sealed with the same key live on.
             app.set_auth(auth);
             tracing::info!(path = %path.display(), "configuration reloaded");
             Some((new, sync))

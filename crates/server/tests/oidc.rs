@@ -334,6 +334,15 @@ async fn login_sessions_keys_and_logout() {
     let r = forged.get(&format!("{base}/zot/auth/apikey")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
+    // Logout is a state change: a cookie alone (a page of another origin
+    // posting a form) does not end the session.
+    let r = a
+        .send(Method::POST, &format!("{base}/zot/auth/logout"), None, &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let home = a.get(&format!("{base}/")).await.text().await.unwrap();
+    assert!(home.contains("Signed in as <b>alice</b>"), "{home}");
+
     // Logout ends the session on the server: the old cookie is dead too.
     let old = a.jar["berth_session"].clone();
     let r = a
@@ -349,6 +358,80 @@ async fn login_sessions_keys_and_logout() {
     replay.jar.insert("berth_session".into(), old);
     let home = replay.get(&format!("{base}/")).await.text().await.unwrap();
     assert!(home.contains("Log in with"), "{home}");
+    drop(idp);
+}
+
+/// With zot's default mapping the user name is the email, and only one the
+/// provider verified counts: mallory, whose unverified address is alice's,
+/// does not log in as alice.
+#[tokio::test]
+async fn only_a_verified_email_names_a_user() {
+    let port = free_port();
+    let idp = Idp::start(&format!("http://127.0.0.1:{port}/zot/auth/callback/oidc"));
+    let s = Server::start_with(&format!(
+        r#","http":{{"address":"127.0.0.1","port":"{port}","realm":"berth-test","externalUrl":"http://127.0.0.1:{port}",
+        "auth":{{"apikey":true,"openid":{{"providers":{{"oidc":{{"name":"Example SSO","issuer":{issuer:?},
+          "clientid":"berth","clientsecret":"berth-test-secret","scopes":["openid","email","groups"]}}}}}}}},
+        "accessControl":{{"repositories":{{"**":{{"anonymousPolicy":["read"]}}}}}}}}"#,
+        issuer = idp.issuer
+    ));
+    let base = s.base.clone();
+    let mut a = Agent::new();
+    a.login(&base, "/", "alice", "alice-pw").await;
+    let home = a.get(&format!("{base}/")).await.text().await.unwrap();
+    assert!(
+        home.contains("Signed in as <b>alice@example.test</b>"),
+        "{home}"
+    );
+
+    let mut m = Agent::new();
+    m.login(&base, "/", "mallory", "mallory-pw").await;
+    let home = m.get(&format!("{base}/")).await.text().await.unwrap();
+    assert!(!home.contains("Signed in as"), "{home}");
+    assert!(home.contains("Log in with"), "{home}");
+    drop(idp);
+}
+
+/// A reload applies a new sessionKeysFile at once: an operator rotating a
+/// leaked key ends every session sealed with the old one.
+#[tokio::test]
+async fn a_reload_applies_new_session_keys() {
+    let port = free_port();
+    let idp = Idp::start(&format!("http://127.0.0.1:{port}/zot/auth/callback/oidc"));
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys_file = keys_dir.path().join("session-keys.json");
+    let keys = |k: &str| {
+        format!(
+            r#"{{"hashKey":"{}","encryptKey":"0123456789abcdef0123456789abcdef"}}"#,
+            k.repeat(48)
+        )
+    };
+    std::fs::write(&keys_file, keys("a")).unwrap();
+    let s = berth(port, &idp, Some(&keys_file));
+    let base = s.base.clone();
+    let mut a = Agent::new();
+    let r = a.login(&base, "/", "alice", "alice-pw").await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let signed_in = |page: &str| page.contains("Signed in as <b>alice</b>");
+    assert!(signed_in(
+        &a.get(&format!("{base}/")).await.text().await.unwrap()
+    ));
+
+    std::fs::write(&keys_file, keys("b")).unwrap();
+    s.hangup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let home = a.get(&format!("{base}/")).await.text().await.unwrap();
+        if !signed_in(&home) {
+            assert!(home.contains("Log in with"), "{home}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old session key is still in force after the reload"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     drop(idp);
 }
 

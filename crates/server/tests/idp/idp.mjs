@@ -9,6 +9,8 @@ const USERS = {
   alice: { password: 'alice-pw', groups: ['artifact-workloads'] },
   root: { password: 'root-pw', groups: ['admins', 'artifact-workloads'] },
   carol: { password: 'carol-pw', groups: [] },
+  // Claims alice's address without the provider having verified it.
+  mallory: { password: 'mallory-pw', groups: [], email: 'alice@example.test', verified: false },
 };
 
 const server = http.createServer();
@@ -45,7 +47,11 @@ const provider = new Provider(issuer, {
     return {
       accountId: sub,
       async claims() {
-        return { sub, name: sub, preferred_username: sub, email: `${sub}@example.test`, email_verified: true, groups: user.groups };
+        return {
+          sub, name: sub, preferred_username: sub,
+          email: user.email ?? `${sub}@example.test`, email_verified: user.verified ?? true,
+          groups: user.groups,
+        };
       },
     };
   },
