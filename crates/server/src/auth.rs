@@ -358,7 +358,13 @@ impl Auth {
             return None;
         }
         let s = sessions.lookup(headers).await?;
-        Some(Identity::user(&s.user, s.groups, Method::Session))
+        // A provider taken out of the configuration (compromised, say)
+        // takes its sessions with it.
+        let configured = self
+            .oidc
+            .as_ref()
+            .is_some_and(|o| o.providers.contains_key(&s.provider));
+        configured.then(|| Identity::user(&s.user, s.groups, Method::Session))
     }
 
     /// Refuses `who` doing `action` on `repo` unless the policy allows it.

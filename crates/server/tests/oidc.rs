@@ -432,6 +432,29 @@ async fn a_reload_applies_new_session_keys() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+
+    // A provider taken out of the configuration takes its sessions along.
+    let mut a = Agent::new();
+    a.login(&base, "/", "alice", "alice-pw").await;
+    assert!(signed_in(
+        &a.get(&format!("{base}/")).await.text().await.unwrap()
+    ));
+    s.rewrite_config(&format!(
+        r#","http":{{"address":"127.0.0.1","port":"{port}","realm":"berth-test","externalUrl":"http://127.0.0.1:{port}",
+        "auth":{{"apikey":true,"sessionKeysFile":{keys:?},"openid":{{"providers":{{"another":{{"issuer":{issuer:?},
+          "clientid":"berth","clientsecret":"berth-test-secret"}}}}}}}},
+        "accessControl":{{"repositories":{{"**":{{"anonymousPolicy":["read"]}}}}}}}}"#,
+        keys = keys_file.display().to_string(),
+        issuer = idp.issuer
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while signed_in(&a.get(&format!("{base}/")).await.text().await.unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a session of a provider no longer configured is still in force"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     drop(idp);
 }
 
