@@ -314,6 +314,16 @@ impl Registry {
             lease: self.take_lease().await?,
         };
         let out = self.gc_pass(opts, progress, &mut pacer).await;
+        if let Err(e) = &out {
+            // A pass cut short by an error (or a takeover) may have hidden
+            // content a writer has since linked: put everything hidden back
+            // now, not at the next pass. Restoring never loses anything (a
+            // running pass then finds less to delete).
+            tracing::warn!(error = %e, "a collection pass failed; putting back what it hid");
+            if let Err(e) = self.recover_trash().await {
+                tracing::warn!(error = %e, "could not put back what a failed pass hid");
+            }
+        }
         self.release_lease(pacer.lease).await?;
         out
     }

@@ -544,3 +544,21 @@ async fn retention_forgets_a_pull_time_noted_during_the_pass() {
     let stored = String::from_utf8_lossy(stored.as_deref().unwrap_or_default()).into_owned();
     assert!(!stored.contains(w.dropped_digest.as_str()), "{stored}");
 }
+
+/// A pass that fails after it hid something (a store error, or a lease
+/// taken over) puts it back at once: a writer may have linked it meanwhile,
+/// and it must not stay hidden until the next pass.
+#[tokio::test]
+async fn a_failed_pass_puts_back_what_it_hid() {
+    let w = world().await;
+    let mut stop = arm(&w, Point::GcHidLink);
+    let reg = w.reg.clone();
+    let pass = tokio::spawn(async move { Pausing::act("gc", reg.gc(options(), |_| {})).await });
+    stop.reached().await;
+    // The pass's look for the orphan's link fails (a store error).
+    let link = keys::layer_link(&w.repo, &w.orphan);
+    w.store.fail_next(Op::Stat, move |k: &str| k == link);
+    stop.release();
+    assert!(pass.await.unwrap().is_err());
+    readable_blob(&w, &w.orphan).await.unwrap();
+}

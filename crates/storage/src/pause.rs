@@ -83,6 +83,8 @@ pub struct Pausing {
     inner: Arc<dyn Backend>,
     points: Mutex<Vec<Point>>,
     aged_before: Mutex<Option<SystemTime>>,
+    /// One-shot failures (see [`Pausing::fail_next`]).
+    failing: Mutex<Vec<(Op, Matcher)>>,
 }
 
 impl Pausing {
@@ -91,6 +93,27 @@ impl Pausing {
             inner,
             points: Mutex::new(Vec::new()),
             aged_before: Mutex::new(None),
+            failing: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Makes the next `op` on a key that `key` accepts fail with an I/O
+    /// error (a store that fails once), whoever runs it.
+    pub fn fail_next(&self, op: Op, key: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((op, Box::new(key)));
+    }
+
+    fn fails(&self, op: Op, key: &str) -> bool {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match failing.iter().position(|(o, k)| *o == op && k(key)) {
+            Some(i) => {
+                failing.remove(i);
+                true
+            }
+            None => false,
         }
     }
 
@@ -157,6 +180,11 @@ impl Pausing {
 macro_rules! around {
     ($self:ident, $op:expr, $key:expr, $call:expr) => {{
         $self.check($op, When::Before, $key).await;
+        if $self.fails($op, $key) {
+            return Err(crate::StorageError::Io(std::io::Error::other(
+                "failure injected by the test",
+            )));
+        }
         let out = $call;
         $self.check($op, When::After, $key).await;
         out
