@@ -110,7 +110,7 @@ impl Pausing {
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         match failing.iter().position(|(o, k)| *o == op && k(key)) {
             Some(i) => {
-                failing.remove(i);
+                drop(failing.remove(i));
                 true
             }
             None => false,
