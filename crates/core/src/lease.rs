@@ -8,7 +8,9 @@
 //!   refreshed it for [`LEASE_TTL`], or one that names a process of this
 //!   machine (host name and boot) that no longer runs (a Berth killed
 //!   mid-pass and started again recovers its hidden objects at start-up).
-//!   Of two takers, one creates that generation and the other finds it.
+//!   Of two takers, one creates that generation and the other finds it;
+//!   a taker whose write lands after others took, released and removed
+//!   that generation sees a newer one and gives it up.
 //! - A pass holds the lease while its generation is the newest. It
 //!   refreshes by rewriting its own generation's object (nobody else ever
 //!   writes it), then looks whether a newer one appeared: if so it was
@@ -86,6 +88,16 @@ impl Registry {
             .put_if_absent(&keys::gc_lease(next), holder.clone())
             .await?
         {
+            return Err(CoreError::Busy);
+        }
+        // A taker that stalled before its write may have created a
+        // generation others already went past and removed: it holds only
+        // if nothing newer exists.
+        if !self.lease_is_newest(next).await? {
+            let _ = self
+                .store
+                .delete(&keys::gc_lease(next), Durability::Lazy)
+                .await;
             return Err(CoreError::Busy);
         }
         // The generation superseded stays (its holder may still look);
@@ -323,6 +335,24 @@ mod tests {
         assert!(matches!(third.take_lease().await, Err(CoreError::Busy)));
         b.release_lease(second).await.unwrap();
         third.take_lease().await.unwrap();
+    }
+
+    /// A taker that stalls before it writes its generation, while others
+    /// take, release and tidy that generation away, does not hold the
+    /// lease when its write lands on the emptied name.
+    #[tokio::test]
+    async fn a_stalled_taker_does_not_hold_a_generation_gone_by() {
+        let (store, a, b) = two();
+        let mut stop = store.pause("a", Op::PutIfAbsent, When::Before, lease_key);
+        let taker = a.clone();
+        let late = tokio::spawn(Pausing::act("a", async move { taker.take_lease().await }));
+        stop.reached().await;
+        let second = b.take_lease().await.unwrap();
+        b.release_lease(second).await.unwrap();
+        let _third = b.take_lease().await.unwrap();
+        stop.release();
+        assert!(matches!(late.await.unwrap(), Err(CoreError::Busy)));
+        assert!(matches!(a.take_lease().await, Err(CoreError::Busy)));
     }
 
     /// Passes one after another keep the ladder at a few objects.
