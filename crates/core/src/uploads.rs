@@ -369,13 +369,15 @@ impl Registry {
         if let Some(pin) = &pin {
             self.unpin(pin).await;
         }
-        if result.is_err() || pin.is_some() {
-            let _ = self.store.stage_delete(id).await;
-        }
+        // The record before the stage, here as in cancel and expiry: while
+        // the record lives, a replica may start a missing stage anew at 0.
         s.closed = true;
         self.store
             .delete(&keys::upload(id), Durability::Lazy)
             .await?;
+        if result.is_err() || pin.is_some() {
+            let _ = self.store.stage_delete(id).await;
+        }
         self.sessions.remove(id);
         result
     }
@@ -526,13 +528,14 @@ impl Registry {
         let (me, repo, id) = (self.clone(), repo.clone(), id.to_owned());
         to_completion(async move {
             let mut s = me.session(&repo, &id).await?;
-            me.store.stage_delete(&id).await?;
-            // Closed from here: if the record outlives this (a failed
-            // delete), the session still answers unknown until it expires.
+            // Closed from here. The record goes first: while it lives with
+            // no stage, another replica may start the stage anew at 0 (same
+            // length, other bytes) under a replica's running hash.
             s.closed = true;
             me.store
                 .delete(&keys::upload(&id), Durability::Lazy)
                 .await?;
+            me.store.stage_delete(&id).await?;
             me.sessions.remove(&id);
             Ok(())
         })
@@ -613,10 +616,11 @@ impl Registry {
                 },
                 None => None,
             };
-            self.store.stage_delete(&id).await?;
+            // The record first (see cancel_upload).
             self.store
                 .delete(&keys::upload(&id), Durability::Lazy)
                 .await?;
+            self.store.stage_delete(&id).await?;
             self.sessions.remove(&id);
             removed += 1;
         }

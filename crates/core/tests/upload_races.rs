@@ -127,3 +127,45 @@ async fn a_chunk_refused_for_another_replicas_bytes_leaves_them() {
         "headtail"
     );
 }
+
+/// Replica B cancels the upload while replica C sends a chunk at offset 0
+/// of the same length with other bytes: A, which hashed the first chunk,
+/// must not then commit C's bytes under the first chunk's digest. The
+/// record goes before the stage, so no replica can start the stage anew
+/// while the session still looks open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_started_anew_during_a_cancel_is_not_committed() {
+    let store = Arc::new(Pausing::new(Arc::new(MemBackend::new())));
+    let a = Registry::new(store.clone(), Options::default());
+    let b = Registry::new(store.clone(), Options::default());
+    let c = Registry::new(store.clone(), Options::default());
+    let repo = RepoName::parse("race").unwrap();
+    let id = a.start_upload(&repo).await.unwrap().id;
+    a.append_upload(&repo, &id, Some((0, 3)), body(b"good"))
+        .await
+        .unwrap();
+    let digest = Digest::of(Algorithm::Sha256, b"good");
+
+    // B's cancel stops just before it removes the session's record.
+    let record = keys::upload(&id);
+    let mut stop = store.pause(ANY, Op::Delete, When::Before, move |k: &str| k == record);
+    let cancelling = {
+        let (b, repo, id) = (b.clone(), repo.clone(), id.clone());
+        tokio::spawn(async move { b.cancel_upload(&repo, &id).await })
+    };
+    stop.reached().await;
+    let _ = c
+        .append_upload(&repo, &id, Some((0, 3)), body(b"evil"))
+        .await;
+    stop.release();
+    cancelling.await.unwrap().unwrap();
+
+    let completed = a.finish_upload(&repo, &id, &digest, None, None).await;
+    assert!(completed.is_err(), "a cancelled upload completed");
+    if let Some(stored) = store.get(&keys::blob(&digest)).await.unwrap() {
+        assert_eq!(
+            stored, "good",
+            "bytes stored under a digest they do not have"
+        );
+    }
+}
