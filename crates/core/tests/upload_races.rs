@@ -15,11 +15,8 @@ fn body(data: &'static [u8]) -> berth_core::ByteStream {
     Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(data))]))
 }
 
-/// Replica A completes the upload (its hash covers the first chunk) while
-/// replica B appends a second chunk: A must not commit what B appended
-/// under the first chunk's digest.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chunk_appended_while_another_replica_completes_is_not_committed() {
+/// Two replicas over one store; an upload opened on A holding "good".
+async fn first_chunk_on_a() -> (Arc<Pausing>, Registry, Registry, RepoName, String, Digest) {
     let store = Arc::new(Pausing::new(Arc::new(MemBackend::new())));
     let a = Registry::new(store.clone(), Options::default());
     let b = Registry::new(store.clone(), Options::default());
@@ -29,6 +26,15 @@ async fn a_chunk_appended_while_another_replica_completes_is_not_committed() {
         .await
         .unwrap();
     let digest = Digest::of(Algorithm::Sha256, b"good");
+    (store, a, b, repo, id, digest)
+}
+
+/// Replica A completes the upload (its hash covers the first chunk) while
+/// replica B appends a second chunk: A must not commit what B appended
+/// under the first chunk's digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_appended_while_another_replica_completes_is_not_committed() {
+    let (store, a, b, repo, id, digest) = first_chunk_on_a().await;
 
     let key = keys::blob(&digest);
     let mut stop = store.pause(ANY, Op::StageCommit, When::Before, move |k: &str| k == key);
@@ -135,16 +141,8 @@ async fn a_chunk_refused_for_another_replicas_bytes_leaves_them() {
 /// while the session still looks open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_started_anew_during_a_cancel_is_not_committed() {
-    let store = Arc::new(Pausing::new(Arc::new(MemBackend::new())));
-    let a = Registry::new(store.clone(), Options::default());
-    let b = Registry::new(store.clone(), Options::default());
+    let (store, a, b, repo, id, digest) = first_chunk_on_a().await;
     let c = Registry::new(store.clone(), Options::default());
-    let repo = RepoName::parse("race").unwrap();
-    let id = a.start_upload(&repo).await.unwrap().id;
-    a.append_upload(&repo, &id, Some((0, 3)), body(b"good"))
-        .await
-        .unwrap();
-    let digest = Digest::of(Algorithm::Sha256, b"good");
 
     // B's cancel stops just before it removes the session's record.
     let record = keys::upload(&id);
